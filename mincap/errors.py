@@ -1,0 +1,22 @@
+"""User-facing errors: one line, a non-zero exit, no traceback.
+
+Everything a user can get wrong (a missing dataset, a bad study file, a corrupted
+artifact) raises `MincapError`; the CLI prints its message on one line and exits
+with its code. Bugs stay ordinary exceptions with tracebacks.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MincapError", "NonFiniteLoss"]
+
+
+class MincapError(Exception):
+    """An error caused by input; `str(err)` is the one line shown to the user."""
+
+    def __init__(self, message: str, *, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class NonFiniteLoss(RuntimeError):
+    """Training diverged (loss became NaN or inf); search marks the trial failed."""

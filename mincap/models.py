@@ -1,0 +1,221 @@
+"""Network architectures as compact, serializable specs, and named presets.
+
+A `Spec` is a frozen dataclass that round-trips through a short JSON string
+(`spec.to_json()` / `Spec.from_json()`), so a study can store it, the artifact
+can carry it, and a user can type it on the command line. `build(spec)` turns it
+into an `nn.Module` whose layers are plain `nn.Conv2d` / `nn.Linear` /
+`nn.BatchNorm2d` inside two `nn.Sequential`s, which torch-pruning's dependency
+graph and the quantizer walk without special cases.
+
+A CNN block is conv -> [batch norm] -> activation -> [max pool]; the head is a
+flatten or a global average pool, then fully connected layers. Inputs are the
+uint8 pixels divided by 255 (`prepare`), a fixed part of the decoder, so no
+dataset statistics hide outside the counted bits.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+
+from mincap.errors import MincapError
+
+__all__ = ["ACTIVATIONS", "PRESETS", "Conv", "Spec", "build", "count_params", "parse_arch", "prepare"]
+
+ACTIVATIONS = ("relu", "relu6", "leaky_relu", "gelu", "silu", "tanh", "hardtanh")
+FAMILIES = ("mlp", "cnn")
+HEADS = ("flatten", "gap")
+
+
+@dataclass(frozen=True)
+class Conv:
+    """One conv block: `channels` out, square `kernel`, `stride`, zero `pad`, then `pool`x`pool` max pool (1 = none)."""
+
+    channels: int
+    kernel: int = 3
+    stride: int = 1
+    pool: int = 1
+    pad: int = 0
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A network, fully described. Serialize with `to_json`; build with `build`."""
+
+    family: str = "cnn"
+    convs: tuple[Conv, ...] = ()
+    hidden: tuple[int, ...] = ()
+    activation: str = "relu"
+    batch_norm: bool = False
+    head: str = "flatten"
+    dropout: float = 0.0
+    in_shape: tuple[int, int, int] = (1, 28, 28)
+    n_classes: int = 10
+
+    def __post_init__(self) -> None:
+        # Normalize lists from JSON into tuples so specs hash and compare by value.
+        object.__setattr__(self, "convs", tuple(c if isinstance(c, Conv) else Conv(*c) for c in self.convs))
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        object.__setattr__(self, "in_shape", tuple(int(s) for s in self.in_shape))
+        if self.family not in FAMILIES:
+            raise MincapError(f"spec: family must be one of {FAMILIES}, got {self.family!r}")
+        if self.family == "mlp" and self.convs:
+            raise MincapError("spec: an mlp has no convs")
+        if self.activation not in ACTIVATIONS:
+            raise MincapError(f"spec: activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if self.head not in HEADS:
+            raise MincapError(f"spec: head must be one of {HEADS}, got {self.head!r}")
+        if any(h < 1 for h in self.hidden) or any(c.channels < 1 or c.kernel < 1 for c in self.convs):
+            raise MincapError("spec: widths, channels and kernels must be positive")
+        if not 0.0 <= self.dropout < 1.0:
+            raise MincapError("spec: dropout must be in [0, 1)")
+        self.feature_shape()  # raises if the convs shrink the image to nothing
+
+    def feature_shape(self) -> tuple[int, int, int]:
+        """Shape (C, H, W) after the conv blocks."""
+        c, h, w = self.in_shape
+        for i, cv in enumerate(self.convs):
+            h = (h + 2 * cv.pad - cv.kernel) // cv.stride + 1
+            w = (w + 2 * cv.pad - cv.kernel) // cv.stride + 1
+            h, w = h // cv.pool, w // cv.pool
+            c = cv.channels
+            if h < 1 or w < 1:
+                raise MincapError(f"spec: conv block {i} leaves no pixels (input {self.in_shape})")
+        return c, h, w
+
+    def to_dict(self) -> dict:
+        """Only the fields that differ from the defaults, convs as short lists: a short JSON."""
+        d = asdict(self)
+        d["convs"] = [[c["channels"], c["kernel"], c["stride"], c["pool"], c["pad"]] for c in d["convs"]]
+        d["hidden"] = list(self.hidden)
+        d["in_shape"] = list(self.in_shape)
+        default = Spec(family=self.family).to_dict_full()
+        return {k: v for k, v in d.items() if k == "family" or v != default[k]}
+
+    def to_dict_full(self) -> dict:
+        d = asdict(self)
+        d["convs"] = [[c["channels"], c["kernel"], c["stride"], c["pool"], c["pad"]] for c in d["convs"]]
+        d["hidden"] = list(self.hidden)
+        d["in_shape"] = list(self.in_shape)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Spec:
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise MincapError(f"spec: unknown field(s) {', '.join(sorted(unknown))}")
+        try:
+            return cls(**d)
+        except TypeError as err:
+            raise MincapError(f"spec: {err}") from None
+
+    @classmethod
+    def from_json(cls, text: str) -> Spec:
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise MincapError(f"spec: not valid JSON ({err.msg} at column {err.colno})") from None
+        if not isinstance(d, dict):
+            raise MincapError("spec: JSON must be an object")
+        return cls.from_dict(d)
+
+    def with_data(self, in_shape: tuple[int, int, int], n_classes: int) -> Spec:
+        """The same architecture sized for another dataset."""
+        return replace(self, in_shape=tuple(in_shape), n_classes=int(n_classes))
+
+
+PRESETS: dict[str, Spec] = {
+    # pytorch/examples mnist/main.py as of 2016: conv 1->10 k5, conv 10->20 k5, fc 320->50->10.
+    "pytorch-example-2016": Spec(
+        convs=(Conv(10, 5, pool=2), Conv(20, 5, pool=2)), hidden=(50,), dropout=0.5
+    ),
+    # LeNet-5 (LeCun et al. 1998) with ReLU and max pooling: 61,706 parameters.
+    "lenet5": Spec(convs=(Conv(6, 5, pool=2, pad=2), Conv(16, 5, pool=2)), hidden=(120, 84)),
+    # A ~2.7k-parameter all-conv net with a global-average-pool head.
+    "tiny": Spec(
+        convs=(Conv(6, 3, pool=2, pad=1), Conv(12, 3, pool=2, pad=1), Conv(16, 3, pad=1)),
+        batch_norm=True,
+        head="gap",
+    ),
+    "mlp-32": Spec(family="mlp", hidden=(32,)),
+}
+
+
+def parse_arch(text: str) -> Spec:
+    """A preset name or a JSON spec."""
+    if text in PRESETS:
+        return PRESETS[text]
+    if text.lstrip().startswith("{"):
+        return Spec.from_json(text)
+    raise MincapError(f"--arch: {text!r} is neither a preset ({', '.join(PRESETS)}) nor a JSON spec")
+
+
+def _activation(name: str):
+    import torch.nn as nn
+
+    return {
+        "relu": nn.ReLU,
+        "relu6": nn.ReLU6,
+        "leaky_relu": nn.LeakyReLU,
+        "gelu": nn.GELU,
+        "silu": nn.SiLU,
+        "tanh": nn.Tanh,
+        "hardtanh": nn.Hardtanh,
+    }[name]()
+
+
+def build(spec: Spec):
+    """The `nn.Module` for `spec`: `net.features` (conv blocks) and `net.classifier` (head)."""
+    import torch.nn as nn
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.spec = spec
+            feats: list[nn.Module] = []
+            c = spec.in_shape[0]
+            for cv in spec.convs:
+                feats.append(nn.Conv2d(c, cv.channels, cv.kernel, cv.stride, cv.pad, bias=not spec.batch_norm))
+                if spec.batch_norm:
+                    feats.append(nn.BatchNorm2d(cv.channels))
+                feats.append(_activation(spec.activation))
+                if cv.pool > 1:
+                    feats.append(nn.MaxPool2d(cv.pool))
+                c = cv.channels
+            self.features = nn.Sequential(*feats)
+            head: list[nn.Module] = []
+            if spec.head == "gap":
+                head += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+                width = spec.feature_shape()[0]
+            else:
+                head.append(nn.Flatten())
+                fc, fh, fw = spec.feature_shape()
+                width = fc * fh * fw
+            for h in spec.hidden:
+                if spec.dropout:
+                    head.append(nn.Dropout(spec.dropout))
+                head += [nn.Linear(width, h), _activation(spec.activation)]
+                width = h
+            if spec.dropout and spec.hidden:
+                head.append(nn.Dropout(spec.dropout))
+            head.append(nn.Linear(width, spec.n_classes))
+            self.classifier = nn.Sequential(*head)
+
+        def forward(self, x):
+            return self.classifier(self.features(x))
+
+    return Net()
+
+
+def count_params(model) -> int:
+    """Trainable parameters (batch-norm running statistics are buffers, not counted here)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def prepare(x_uint8):
+    """The fixed input map of every mincap network: uint8 pixels -> float in [0, 1]."""
+    return x_uint8.float().div_(255.0)
+

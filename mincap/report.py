@@ -1,0 +1,110 @@
+"""Rich tables and progress displays shared by the commands.
+
+Tables are built from plain dicts (the same dicts `--json` prints), so what the
+user reads and what a script parses cannot drift apart; tests render them at a
+fixed width and compare with golden text.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["console", "epoch_progress", "fmt_acc", "fmt_bits", "render", "train_table"]
+
+_stderr = Console(stderr=True)
+
+
+def console() -> Console:
+    return Console()
+
+
+def fmt_acc(acc: float | None) -> str:
+    return "-" if acc is None else f"{100 * acc:.2f}%"
+
+
+def fmt_bits(bits: float | None) -> str:
+    return "-" if bits is None else f"{bits:,.0f}"
+
+
+def render(renderable, width: int = 100) -> str:
+    """Plain text of a rich renderable at a fixed width (for golden tests and files)."""
+    c = Console(width=width, record=True, color_system=None, force_terminal=False)
+    with c.capture() as cap:
+        c.print(renderable)
+    return cap.get()
+
+
+def train_table(out: dict) -> Table:
+    t = Table(title=f"mincap train: {out['dataset']}", show_header=True, header_style="bold")
+    t.add_column("field")
+    t.add_column("value", justify="right")
+    t.add_row("parameters", f"{out['n_params']:,}")
+    t.add_row("train / val images", f"{out['n_train']:,} / {out['n_val']:,}")
+    t.add_row("epochs", str(out["epochs"]))
+    t.add_row("validation accuracy", fmt_acc(out["val_acc"]))
+    t.add_row("test accuracy", fmt_acc(out["test_acc"]))
+    t.add_row("train time (s)", f"{out['train_time_s']:.1f}")
+    t.add_row("device", out["device"])
+    for key, label in (("artifact_bits", "artifact bits"), ("nominal_bits", "nominal bits")):
+        if key in out:
+            t.add_row(label, fmt_bits(out[key]))
+    return t
+
+
+@contextlib.contextmanager
+def epoch_progress(epochs: int, *, enabled: bool = True, label: str = "training") -> Iterator:
+    """A progress bar over epochs; yields the `on_epoch` callback for `mincap.train.train`."""
+    if not enabled:
+        yield lambda stats: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}  val {task.fields[val]}"),
+        TimeElapsedColumn(),
+        console=_stderr,
+        transient=False,
+    ) as progress:
+        task = progress.add_task(label, total=epochs, loss="-", val="-")
+
+        def on_epoch(stats) -> None:
+            progress.update(task, advance=1, loss=f"{stats.train_loss:.4f}", val=fmt_acc(stats.val_acc))
+
+        yield on_epoch
+
+
+def size_table(out: dict) -> Table:
+    """The honest size of a network: artifact bits first, then what the file holds, layer by layer."""
+    title = f"mincap size: {out.get('file') or out.get('artifact') or out.get('dataset', '')}"
+    t = Table(title=title, show_header=True, header_style="bold")
+    for col, just in (("layer", "left"), ("shape", "left"), ("bits", "right"), ("method", "left"),
+                      ("nonzero", "right"), ("codes", "right"), ("scales", "right"), ("biases", "right"),
+                      ("total", "right"), ("nominal", "right")):
+        t.add_column(col, justify=just)
+    for row in out.get("layers", []):
+        code = row.get("ans_bits_est")
+        code_txt = f"~{code:,.0f}" if code is not None else f"{row['code_bits']:,}"
+        total = row["total_bits"] + (code or 0)
+        t.add_row(
+            f"{row['kind'][0]}{row['layer']}", "x".join(map(str, row["shape"])), str(row["bits"]), row["method"],
+            f"{row['n_nonzero']:,}", code_txt, f"{row['scale_bits']:,}", f"{row['bias_bits']:,}",
+            f"{'~' if code is not None else ''}{total:,.0f}", f"{row['nominal_bits']:,}",
+        )
+    t.add_section()
+    if "header_bits" in out:
+        t.add_row("header+spec", "", "", "", "", "", "", "", f"{out['header_bits']:,}", "")
+        t.add_row("ANS stream", "", "", "ans", "", "", "", "", f"{out['ans_stream_bits']:,}", "")
+        t.add_row("CRC32", "", "", "", "", "", "", "", f"{out['checksum_bits']:,}", "")
+    t.add_row("[bold]artifact[/bold]", "", "", "", f"{out['n_nonzero']:,}", "", "", "",
+              f"[bold]{out['artifact_bits']:,}[/bold]", f"{out['nominal_bits']:,}")
+    if "test_acc" in out:
+        t.caption = (f"test accuracy {fmt_acc(out['test_acc'])}   parameters {out['n_params']:,}   "
+                     f"artifact {out['artifact_bits']:,} bits")
+    return t

@@ -1,0 +1,226 @@
+"""The training engine: whole-tensor data, `randperm` batches, AdamW with a one-cycle schedule.
+
+airbench's idioms, sized for tiny MNIST networks: the train split is converted
+to float once and kept on the device as one tensor; each step indexes a batch
+out of it with a seeded `randperm` (no DataLoader, no per-sample transforms);
+augmentation is a per-sample random shift done as one gather on the batch;
+batches are large and the learning rate follows a one-cycle schedule. On the
+2-core CPU machine this trains the `tiny` preset (~2.7k parameters) on 55,000
+images at about the speed `bench/train_speed.py` prints, many times the
+pytorch/examples DataLoader loop.
+
+Training is deterministic on CPU for a given seed (the model's initial weights
+come from `torch.manual_seed(seed)` in `init_model`, batch order from a
+generator seeded by the same seed). The per-epoch callback receives the
+validation accuracy; returning True stops training (the search's early-stop rule
+and Optuna hook in there). The test set is not touched here except by
+`final_test_accuracy`, which callers use once, after all choices are made.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
+
+from mincap.errors import NonFiniteLoss
+
+if TYPE_CHECKING:
+    import torch
+
+    from mincap.data import Split, Splits
+    from mincap.models import Spec
+
+__all__ = [
+    "EpochStats",
+    "TrainConfig",
+    "TrainResult",
+    "evaluate",
+    "final_test_accuracy",
+    "init_model",
+    "pick_device",
+    "setup_threads",
+    "train",
+]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one training run (shared by the CLI, search and benchmarks)."""
+
+    epochs: int = 15
+    batch_size: int = 256
+    lr: float = 0.01
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.0
+    augment_shift: int = 1
+    seed: int = 0
+    eval_batch_size: int = 5000
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    epoch: int
+    train_loss: float
+    val_acc: float
+    time_s: float
+
+
+@dataclass
+class TrainResult:
+    history: list[EpochStats] = field(default_factory=list)
+    train_time_s: float = 0.0
+    stopped_early: bool = False
+
+    @property
+    def val_acc(self) -> float:
+        return self.history[-1].val_acc if self.history else float("nan")
+
+
+_threads_set = False
+
+
+def setup_threads(n: int | None = None) -> int:
+    """Set torch's intra-op threads once per process (default: all cores).
+
+    Deliberate, because the best setting differs between one training per
+    process (all cores) and several worker processes (one each).
+    """
+    global _threads_set
+    import torch
+
+    n = n or int(os.environ.get("MINCAP_THREADS", 0)) or os.cpu_count() or 1
+    if not _threads_set or torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+        _threads_set = True
+    return n
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def init_model(spec: Spec, seed: int, device: str | torch.device = "cpu"):
+    """Build `spec` with weights drawn from `seed` (the one place initial weights are seeded)."""
+    import torch
+
+    from mincap.models import build
+
+    torch.manual_seed(seed)
+    return build(spec).to(device)
+
+
+def _shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
+    """Translate each image by its own random (dy, dx) in [-s, s], zero fill, as one gather."""
+    import torch
+    import torch.nn.functional as F
+
+    b, _, h, w = x.shape
+    s = max_shift
+    d = torch.randint(0, 2 * s + 1, (2, b), generator=gen).to(x.device)
+    padded = F.pad(x, (s, s, s, s))
+    rows = (torch.arange(h, device=x.device)[None, :] + d[0][:, None])[:, :, None]  # (b, h, 1)
+    cols = (torch.arange(w, device=x.device)[None, :] + d[1][:, None])[:, None, :]  # (b, 1, w)
+    bi = torch.arange(b, device=x.device)[:, None, None]
+    # Advanced indices around a slice put the broadcast (b, h, w) dims first: (b, h, w, C).
+    return padded[bi, :, rows, cols].permute(0, 3, 1, 2).contiguous()
+
+
+def train(
+    model: torch.nn.Module,
+    splits: Splits,
+    cfg: TrainConfig,
+    *,
+    on_epoch: Callable[[EpochStats], bool | None] | None = None,
+    on_epoch_start: Callable[[int, torch.nn.Module], None] | None = None,
+) -> TrainResult:
+    """Train `model` in place on `splits.train`, evaluating on `splits.val` after each epoch.
+
+    Raises `NonFiniteLoss` when the loss becomes NaN or inf.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from mincap.models import prepare
+
+    device = next(model.parameters()).device
+    x = prepare(splits.train.x.to(device))
+    y = splits.train.y.to(device)
+    n = len(y)
+    bs = min(cfg.batch_size, n)
+    steps = max(1, n // bs)  # drop the ragged last batch: every step has the same size
+    gen = torch.Generator().manual_seed(cfg.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps, pct_start=0.25
+    )
+    result = TrainResult()
+    t0 = time.perf_counter()
+    for epoch in range(cfg.epochs):
+        if on_epoch_start is not None:
+            on_epoch_start(epoch, model)
+        model.train()
+        te = time.perf_counter()
+        perm = torch.randperm(n, generator=gen).to(device)
+        loss_sum = torch.zeros((), device=device)
+        for i in range(steps):
+            idx = perm[i * bs : (i + 1) * bs]
+            xb = x[idx]
+            if cfg.augment_shift:
+                xb = _shift(xb, cfg.augment_shift, gen)
+            loss = F.cross_entropy(model(xb), y[idx], label_smoothing=cfg.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += loss.detach()
+        mean_loss = float(loss_sum) / steps  # one sync per epoch, not per step
+        if not math.isfinite(mean_loss):
+            raise NonFiniteLoss(f"loss became {mean_loss} in epoch {epoch + 1}")
+        val_acc, _ = evaluate(model, splits.val, batch_size=cfg.eval_batch_size)
+        stats = EpochStats(epoch + 1, mean_loss, val_acc, time.perf_counter() - te)
+        result.history.append(stats)
+        if on_epoch is not None and on_epoch(stats):
+            result.stopped_early = epoch + 1 < cfg.epochs
+            break
+    result.train_time_s = time.perf_counter() - t0
+    return result
+
+
+def evaluate(model: torch.nn.Module, split: Split, *, batch_size: int = 5000) -> tuple[float, torch.Tensor]:
+    """Accuracy of `model` on `split` and its predicted labels (int64, on the CPU)."""
+    import torch
+
+    from mincap.models import prepare
+
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    preds = []
+    with torch.no_grad():
+        for i in range(0, len(split), batch_size):
+            xb = prepare(split.x[i : i + batch_size].to(device))
+            preds.append(model(xb).argmax(1).cpu())
+    model.train(was_training)
+    p = torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long)
+    acc = float((p == split.y.cpu()).float().mean()) if len(p) else float("nan")
+    return acc, p
+
+
+def final_test_accuracy(
+    model: torch.nn.Module, dataset: str, *, root: str | None = None
+) -> tuple[float, torch.Tensor]:
+    """Test accuracy of a finished, already chosen model: report it, never select on it."""
+    from mincap.data import load_test
+
+    return evaluate(model, load_test(dataset, root=root))

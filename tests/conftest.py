@@ -1,0 +1,41 @@
+"""Shared fixtures. Real MNIST comes from ../shared/datasets (CI puts it beside the clone)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "datasets"
+
+
+def _mnist_root() -> Path | None:
+    for cand in (os.environ.get("MINCAP_DATA"), SHARED):
+        if cand and (Path(cand) / "MNIST" / "raw" / "train-images-idx3-ubyte.gz").is_file():
+            return Path(cand)
+    return None
+
+
+@pytest.fixture(scope="session")
+def mnist_root() -> Path:
+    """Folder holding MNIST/raw/*.gz; the tests of real data fail loudly without it."""
+    root = _mnist_root()
+    assert root is not None, f"real MNIST not found: put it in {SHARED}/MNIST/raw or set MINCAP_DATA"
+    return root
+
+
+@pytest.fixture(scope="session")
+def mnist_small(mnist_root):
+    """2,000 train images and the usual 5,000 validation images of real MNIST (CPU)."""
+    from mincap import data
+
+    return data.load("mnist", root=mnist_root, limit=2000)
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    from mincap.train import setup_threads
+
+    setup_threads(int(os.environ.get("MINCAP_TEST_THREADS", "2")))
