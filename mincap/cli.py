@@ -48,7 +48,93 @@ def _add_train(sub) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
+    _add_compress_args(p)
     p.set_defaults(func=_cmd_train)
+
+
+def _bits_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(b) for b in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated bit widths, got {text!r}") from None
+
+
+def _add_compress_args(p: argparse.ArgumentParser) -> None:
+    from mincap.compress import CRITERIA, CompressConfig
+
+    d = _defaults(CompressConfig)
+    g = p.add_argument_group("compression (writes a .mincap artifact; see mincap.compress)")
+    bits = g.add_mutually_exclusive_group()
+    bits.add_argument("--bits", type=int, default=None, help="weight bit width 1..8 for every conv/linear layer")
+    bits.add_argument("--bits-per-layer", type=_bits_list, default=None, metavar="B1,B2,...",
+                      help="one bit width per conv/linear layer, in order (0 = float32)")
+    g.add_argument("--per-layer-scale", action="store_true", help="one scale per layer instead of per channel")
+    g.add_argument("--asymmetric", action="store_true", help="asymmetric quantization with zero points")
+    g.add_argument("--qat-epochs", type=int, default=d["qat_epochs"],
+                   help="last epochs trained with fake quantization (default: %(default)s)")
+    g.add_argument("--prune", type=float, default=d["prune_ratio"], metavar="RATIO",
+                   help="fraction of channels/neurons removed by torch-pruning")
+    g.add_argument("--prune-steps", type=int, default=d["prune_steps"])
+    g.add_argument("--prune-criterion", choices=CRITERIA, default=d["prune_criterion"])
+    g.add_argument("--finetune-epochs", type=int, default=d["prune_finetune_epochs"],
+                   help="fine-tuning epochs after each pruning step and after sparsifying")
+    g.add_argument("--sparsity", type=float, default=d["sparsity"],
+                   help="fraction of each layer's weights zeroed by magnitude (paid for in the file)")
+    g.add_argument("-o", "--output", default=None, metavar="FILE.mincap", help="write the artifact here")
+
+
+def _compress_requested(args) -> bool:
+    return bool(args.output or args.bits is not None or args.bits_per_layer or args.prune or args.sparsity)
+
+
+def _cmd_train_compressed(args, splits, spec, cfg, device) -> int:
+    from mincap import artifact, train
+    from mincap.compress import CompressConfig, train_compressed
+    from mincap.report import console, epoch_progress, size_table, train_table
+
+    comp = CompressConfig(
+        bits=args.bits, bits_per_layer=args.bits_per_layer, per_channel=not args.per_layer_scale,
+        symmetric=not args.asymmetric, qat_epochs=args.qat_epochs, prune_ratio=args.prune,
+        prune_steps=args.prune_steps, prune_criterion=args.prune_criterion,
+        prune_finetune_epochs=args.finetune_epochs, sparsity=args.sparsity,
+    )
+    if args.output and not args.output.endswith(".mincap"):
+        raise MincapError(f"-o: the artifact file must end in .mincap, got {args.output}")
+    extra = comp.prune_steps * comp.prune_finetune_epochs * (comp.prune_ratio > 0)
+    extra += comp.prune_finetune_epochs * (comp.sparsity > 0)
+    with epoch_progress(cfg.epochs + extra, enabled=not args.json) as on_epoch:
+        res = train_compressed(spec, splits, cfg, comp, on_epoch=on_epoch, device=device)
+    if args.output:
+        artifact.write(args.output, res.artifact)
+    test_acc, _ = train.final_test_accuracy(res.model, args.dataset, root=args.data_dir)
+    out = {
+        "dataset": args.dataset,
+        "spec": res.spec.to_dict(),
+        "n_params": res.size["n_params"],
+        "n_train": len(splits.train),
+        "n_val": len(splits.val),
+        "epochs": len(res.history),
+        "val_acc": res.val_acc,
+        "qat_val_acc": res.qat_val_acc,
+        "test_acc": test_acc,
+        "train_time_s": round(res.train_time_s, 3),
+        "device": str(device),
+        "config": cfg.to_dict(),
+        "compress": {k: (list(v) if isinstance(v, tuple) else v) for k, v in comp.__dict__.items()},
+        "artifact": args.output,
+        **{k: res.size[k] for k in ("artifact_bits", "n_nonzero", "nominal_bits")},
+        "layers": res.size["layers"],
+        "history": [
+            {"epoch": h.epoch, "train_loss": h.train_loss, "val_acc": h.val_acc, "time_s": round(h.time_s, 3)}
+            for h in res.history
+        ],
+    }
+    if args.json:
+        print(json.dumps(out))
+    else:
+        console().print(train_table(out))
+        console().print(size_table(out))
+    return 0
 
 
 def _cmd_train(args) -> int:
@@ -67,6 +153,8 @@ def _cmd_train(args) -> int:
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         label_smoothing=args.label_smoothing, augment_shift=args.augment, seed=args.seed,
     )
+    if _compress_requested(args):
+        return _cmd_train_compressed(args, splits, spec, cfg, device)
     model = train.init_model(spec, args.seed, device)
     with epoch_progress(cfg.epochs, enabled=not args.json) as on_epoch:
         result = train.train(model, splits, cfg, on_epoch=on_epoch)
@@ -156,13 +244,160 @@ def _cmd_entropy(args) -> int:
     return 0
 
 
+def _add_verify(sub) -> None:
+    p = sub.add_parser("verify", help="decode a .mincap artifact, rebuild the network, report its test accuracy")
+    p.add_argument("file", metavar="FILE.mincap")
+    _add_data_args(p)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
+    p.set_defaults(func=_cmd_verify)
+
+
+def _cmd_verify(args) -> int:
+    from mincap import artifact, train
+    from mincap.report import console, size_table
+
+    dec = artifact.decode(artifact.read(args.file))
+    train.setup_threads(args.threads)
+    test_acc, _ = train.final_test_accuracy(dec.model, args.dataset, root=args.data_dir)
+    out = {
+        "file": args.file,
+        "dataset": args.dataset,
+        "spec": dec.spec.to_dict(),
+        "test_acc": test_acc,
+        **{k: v for k, v in dec.size.items()},
+    }
+    if args.json:
+        print(json.dumps(out))
+    else:
+        console().print(size_table(out))
+    return 0
+
+
+def _duration(text: str) -> float:
+    """Seconds from '90', '90s', '30m', '2h' or '1.5h'."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    t = text.strip().lower()
+    try:
+        return float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a duration like 90s, 30m or 2h, got {text!r}") from None
+
+
+def _add_study_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("study_file", nargs="?", default="studies/mnist-99.toml",
+                   help="TOML study file (default: studies/mnist-99.toml)")
+    p.add_argument("--storage", default=None, help="any Optuna storage URL (default: from the study file)")
+    p.add_argument("--data-dir", default=None,
+                   help="folder holding e.g. MNIST/raw/*.gz (default: $MINCAP_DATA, else ~/.cache/mincap)")
+
+
+def _add_search(sub) -> None:
+    p = sub.add_parser("search", help="run or resume an Optuna study for the smallest network reaching the target")
+    _add_study_args(p)
+    p.add_argument("--trials", type=int, default=None, help="trials to run now (default: the study's budget)")
+    p.add_argument("--timeout", type=_duration, default=None, help="wall-time budget, e.g. 30m or 2h")
+    p.add_argument("--workers", type=int, default=1, help="worker processes sharing the study")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument("--no-progress", action="store_true", help="no live display")
+    p.set_defaults(func=_cmd_search)
+
+
+def _cmd_search(args) -> int:
+    from mincap.search import SearchOptions, run_search
+    from mincap.study import load_study_file
+
+    cfg = load_study_file(args.study_file)
+    if args.workers < 1:
+        raise MincapError("--workers must be >= 1")
+    opts = SearchOptions(trials=args.trials, timeout_s=args.timeout, storage_url=args.storage,
+                         workers=args.workers, device=args.device, data_dir=args.data_dir,
+                         progress=not args.no_progress)
+    res = run_search(cfg, opts)
+    print(f"mincap search: {res['trials_total'] - res['trials_before']} trial(s) run in "
+          f"{res['elapsed_s']:.0f} s; the study now has {res['trials_total']}. "
+          f"See: mincap summary {args.study_file}", file=sys.stderr)
+    return 0
+
+
+def _add_summary(sub) -> None:
+    p = sub.add_parser("summary", help="trials, Pareto front and the chosen network of a study")
+    _add_study_args(p)
+    p.add_argument("--study", default=None, help="study name (default: from the study file)")
+    p.add_argument("--no-test", action="store_true", help="do not evaluate the chosen network on the test set")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
+    p.set_defaults(func=_cmd_summary)
+
+
+def _study_cfg(args):
+    from dataclasses import replace
+
+    from mincap.study import load_study_file
+
+    cfg = load_study_file(args.study_file)
+    if getattr(args, "study", None):
+        cfg = replace(cfg, study=replace(cfg.study, name=args.study))
+    return cfg
+
+
+def _cmd_summary(args) -> int:
+    from mincap.report import console
+    from mincap.search import open_study
+    from mincap.summary import summarize, summary_tables
+
+    cfg = _study_cfg(args)
+    study = open_study(cfg, url=args.storage, create=False)
+    s = summarize(study, target=cfg.study.target, dataset=cfg.study.dataset, artifacts_dir=cfg.artifacts_dir,
+                  data_dir=args.data_dir, evaluate_test=not args.no_test)
+    if args.json:
+        print(json.dumps(s))
+    else:
+        console().print(summary_tables(s))
+    return 0
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="write a study trial's artifact (default: the chosen network) to a file")
+    _add_study_args(p)
+    p.add_argument("--trial", type=int, default=None, help="trial number (default: the chosen network)")
+    p.add_argument("-o", "--output", required=True, help="FILE.mincap to write")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args) -> int:
+    from optuna.artifacts import FileSystemArtifactStore, download_artifact
+
+    from mincap.search import open_study
+    from mincap.summary import chosen_trial
+
+    cfg = _study_cfg(args)
+    study = open_study(cfg, url=args.storage, create=False)
+    if args.trial is None:
+        trial = chosen_trial(study, cfg.study.target)
+        if trial is None:
+            raise MincapError(f"study {cfg.study.name!r} has no trial reaching the target on validation yet")
+    else:
+        trials = [t for t in study.get_trials(deepcopy=False) if t.number == args.trial]
+        if not trials or "artifact_id" not in trials[0].user_attrs:
+            raise MincapError(f"trial {args.trial} of {cfg.study.name!r} has no artifact (not complete?)")
+        trial = trials[0]
+    download_artifact(artifact_store=FileSystemArtifactStore(str(cfg.artifacts_dir)), file_path=args.output,
+                      artifact_id=trial.user_attrs["artifact_id"])
+    print(f"wrote {args.output}: trial {trial.number}, {trial.user_attrs['artifact_bits']:,} bits", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mincap",
         description="How small can a network be, in bits of a real file, and still reach a target accuracy?",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_search(sub)
+    _add_summary(sub)
+    _add_export(sub)
     _add_train(sub)
+    _add_verify(sub)
     _add_entropy(sub)
     return parser
 

@@ -120,6 +120,22 @@ def init_model(spec: Spec, seed: int, device: str | torch.device = "cpu"):
     return build(spec).to(device)
 
 
+def one_cycle(total_steps: int, warmup: float = 0.25, start: float = 0.04, end: float = 1e-3):
+    """Learning-rate factor per step: linear warm-up from `start` to 1, then linear decay to `end`.
+
+    Written out rather than `OneCycleLR`, which divides by zero when a short run has
+    fewer than ~5 steps (tiny slices in tests and early trials).
+    """
+    w = max(1, round(warmup * total_steps))
+
+    def factor(step: int) -> float:
+        if step < w:
+            return start + (1.0 - start) * step / w
+        return end + (1.0 - end) * max(0.0, (total_steps - step) / max(1, total_steps - w))
+
+    return factor
+
+
 def _shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
     """Translate each image by its own random (dy, dx) in [-s, s], zero fill, as one gather."""
     import torch
@@ -161,9 +177,7 @@ def train(
     steps = max(1, n // bs)  # drop the ragged last batch: every step has the same size
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps, pct_start=0.25
-    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, one_cycle(cfg.epochs * steps))
     result = TrainResult()
     t0 = time.perf_counter()
     for epoch in range(cfg.epochs):

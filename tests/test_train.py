@@ -62,3 +62,12 @@ def test_shift_moves_pixels_and_keeps_shape():
     assert moved > 32  # 24 of 25 shifts move it
     x3 = torch.rand(5, 3, 6, 6)
     assert train._shift(x3, 0 + 1, torch.Generator().manual_seed(1)).shape == (5, 3, 6, 6)
+
+
+def test_one_cycle_shape_and_tiny_runs():
+    f = train.one_cycle(100)
+    assert f(0) == pytest.approx(0.04) and f(25) == pytest.approx(1.0)
+    assert f(100) == pytest.approx(1e-3) and f(60) < f(30)
+    for total in range(1, 8):  # short runs must not divide by zero
+        g = train.one_cycle(total)
+        assert all(0 < g(s) <= 1 for s in range(total + 1))

@@ -1,0 +1,626 @@
+"""The `.mincap` file: a self-contained, versioned, checksummed network.
+
+A network's size in mincap is `8 * len(file)`. The file holds everything the
+fixed decoder (`decode` + `mincap.models.build` + `mincap.models.prepare`) needs
+to rebuild exactly the evaluated network, and nothing else is read.
+
+Layout (all integers little-endian; "varint" = LEB128, 7 bits a byte)::
+
+    magic  b"MC"                     2 bytes
+    version                          1 byte  (this decoder reads version 1)
+    spec                             binary, see `_spec_bytes` (~10 bytes)
+    per conv/linear layer, in model order:
+        layer byte: bits (low 4 bits; 0 = float32) | per_channel << 4 | symmetric << 5 | method << 6
+        bits == 0:  weights float32, bias float32
+        bits >= 1, symmetric per-channel: scale base float16, one uint8 scale exponent per channel,
+                    bias step float16, one int8 bias per channel (`CompactSide`), then the codes;
+        bits >= 1, otherwise: scales float16 (one per output channel, or one), zero points uint8
+                    (asymmetric only), bias float16 (one per output channel), then the codes.
+        The codes, by `method`:
+                    0 raw   sym_lo, sym_hi bytes, codes - sym_lo bit-packed at bitlen(sym_hi - sym_lo)
+                    1 zstd  varint length, magicless zstd frame of one byte per code
+                    2 lzma  varint length, raw LZMA2 stream (64 KiB dictionary) of one byte per code
+                    3 ans   sym_lo, sym_hi bytes, a probability table of one nibble per symbol in
+                            [sym_lo, sym_hi] (p ~ 2^((q - 15) / 2), q = 0: unused); the codes
+                            themselves go into the shared ANS stream
+    ANS stream                       constriction's AnsCoder words (uint32), all "ans" layers,
+                                     trailing zero bytes of the last word dropped
+    CRC32 of everything before it    4 bytes
+
+Each layer's codes take whichever of the four methods is smallest (the choice is
+the two `method` bits); the categorical model of an ANS layer is in the file and
+counted. The layer shapes are not stored: they follow from the spec.
+
+What is stored and at which width: weight codes (entropy coded, see above);
+for symmetric per-channel layers (the default) each channel's scale as an 8-bit
+log-scale exponent of a float16 base (1.1% steps) and its bias -- including the
+one batch norm was folded into -- as an int8 multiple of a float16 step; for
+the other layers scales and biases as float16 (16 bits each) and asymmetric
+zero points as uint8. All of these are counted in the file's length. Batch norm never appears in a file: the spec stored has
+`batch_norm=False` and every conv/linear layer has a bias. Dropout is a
+training-time layer and is stored as 0. A sparsity mask is not a separate
+section: a pruned weight is the code for 0.0 and the entropy model pays for
+it. Activations are float32 at inference (a fixed part of the decoder).
+
+`decode` refuses a file with a wrong magic, a future version, a bad checksum or
+a truncated body with `MincapError` (exit code 2).
+"""
+
+from __future__ import annotations
+
+import lzma
+import math
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from mincap.errors import MincapError
+
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+    from mincap.models import Spec
+
+__all__ = ["MAGIC", "VERSION", "CompactSide", "Decoded", "LayerCodes", "decode", "encode", "read", "write"]
+
+MAGIC = b"MC"
+VERSION = 1
+METHODS = ("raw", "zstd", "lzma", "ans")
+_LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME, "dict_size": 1 << 16}]
+
+
+@dataclass
+class LayerCodes:
+    """One conv/linear layer as stored: codes + scales + zero points + bias, or float32 weights.
+
+    `bits == 0` means float32 weights in `weight` (reference models). Otherwise
+    `codes` (int64, the weight's shape) with float16 `scale` and uint8 `zero_point`
+    (one per output channel, or one), `bias` float16 (one per output channel).
+    """
+
+    bits: int
+    codes: np.ndarray | None = None
+    scale: np.ndarray | None = None
+    zero_point: np.ndarray | None = None
+    bias: np.ndarray | None = None
+    weight: np.ndarray | None = None
+    per_channel: bool = True
+    symmetric: bool = True
+    method: str = ""  # filled by encode / decode
+    stats: dict = field(default_factory=dict)
+    side: CompactSide | None = None  # symmetric per-channel layers: 8-bit scales and biases
+
+    @property
+    def compact(self) -> bool:
+        return self.bits > 0 and self.symmetric and self.per_channel
+
+    def float_scale(self) -> np.ndarray:
+        return self.side.scale() if self.compact else self.scale.astype(np.float32)
+
+    def float_weight(self) -> np.ndarray:
+        """The float32 weight the decoder loads (the dequantization rule of the format)."""
+        if self.bits == 0:
+            return self.weight.astype(np.float32)
+        shape = (-1,) + (1,) * (self.codes.ndim - 1)
+        c = self.codes.astype(np.float32)
+        if not self.symmetric:
+            c = c - self.zero_point.astype(np.float32).reshape(shape)
+        return c * self.float_scale().reshape(shape)
+
+    def float_bias(self) -> np.ndarray:
+        return self.side.bias() if self.compact else self.bias.astype(np.float32)
+
+
+# 2^(-j/32) for j = 0..31, rounded once to float32: the decoder's fixed table.
+_POW = np.array([2.0 ** (-j / 32) for j in range(32)], dtype=np.float32)
+
+
+@dataclass
+class CompactSide:
+    """Scales and biases of a symmetric per-channel layer at 8 bits each, plus two float16.
+
+    scale_c = float32(scale_base) * 2^(-scale_k[c] / 32)  (scale_k uint8: 1.1% steps, 2^8 range)
+    bias_c  = float32(bias_step) * bias_k[c]              (bias_k int8 in [-127, 127])
+    Scales are non-negative; a channel's sign (negative batch-norm gain) lives in its codes.
+    """
+
+    scale_base: np.float16
+    scale_k: np.ndarray
+    bias_step: np.float16
+    bias_k: np.ndarray
+
+    def scale(self) -> np.ndarray:
+        k = self.scale_k.astype(np.int64)
+        return np.ldexp(np.float32(self.scale_base) * _POW[k % 32], -(k // 32)).astype(np.float32)
+
+    def bias(self) -> np.ndarray:
+        return (np.float32(self.bias_step) * self.bias_k.astype(np.float32)).astype(np.float32)
+
+    @classmethod
+    def from_float(cls, scale: np.ndarray, bias: np.ndarray) -> CompactSide:
+        """The nearest representable scales (must be >= 0) and biases."""
+        scale = np.asarray(scale, dtype=np.float64)
+        bias = np.asarray(bias, dtype=np.float64)
+        if (scale < 0).any():
+            raise ValueError("compact scales must be non-negative (fold signs into the codes)")
+        base = _f16_at_least(scale.max(initial=0.0))
+        with np.errstate(divide="ignore"):
+            k = np.round(-32 * np.log2(scale / float(base))) if base > 0 else np.zeros_like(scale)
+        k = np.clip(np.nan_to_num(k, nan=255, posinf=255), 0, 255).astype(np.uint8)
+        step = _f16_at_least(np.abs(bias).max(initial=0.0) / 127)
+        bk = np.clip(np.round(bias / float(step)), -127, 127) if step > 0 else np.zeros_like(bias)
+        return cls(base, k, step, bk.astype(np.int8))
+
+
+def _f16_at_least(x: float) -> np.float16:
+    h = np.float16(x)
+    if float(h) < x:
+        h = np.nextafter(h, np.float16(np.inf))
+    return h
+
+
+@dataclass
+class Decoded:
+    spec: Spec
+    model: nn.Module
+    layers: list[LayerCodes]
+    size: dict
+
+
+# ---------------------------------------------------------------------------- primitives
+
+
+def _varint(n: int) -> bytes:
+    if n < 0:
+        raise ValueError("varint must be non-negative")
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+class _Reader:
+    def __init__(self, data: bytes, pos: int = 0, end: int | None = None) -> None:
+        self.data, self.pos, self.end = data, pos, len(data) if end is None else end
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > self.end:
+            raise MincapError("artifact: truncated file")
+        b = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return b
+
+    def byte(self) -> int:
+        return self.take(1)[0]
+
+    def varint(self) -> int:
+        n, shift = 0, 0
+        while True:
+            b = self.byte()
+            n |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return n
+            shift += 7
+            if shift > 63:
+                raise MincapError("artifact: corrupt varint")
+
+    def array(self, dtype, count: int) -> np.ndarray:
+        dt = np.dtype(dtype)
+        return np.frombuffer(self.take(dt.itemsize * count), dtype=dt).copy()
+
+
+def _pack_bits(values: np.ndarray, width: int) -> bytes:
+    if width == 0 or values.size == 0:
+        return b""
+    bits = ((values.astype(np.uint32)[:, None] >> np.arange(width, dtype=np.uint32)) & 1).astype(np.uint8)
+    return np.packbits(bits.reshape(-1), bitorder="little").tobytes()
+
+
+def _unpack_bits(data: bytes, width: int, n: int) -> np.ndarray:
+    if width == 0:
+        return np.zeros(n, dtype=np.int64)
+    bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")[: n * width]
+    bits = bits.reshape(n, width).astype(np.int64)
+    return (bits << np.arange(width, dtype=np.int64)).sum(axis=1)
+
+
+def _zstd_compress(b: bytes) -> bytes:
+    import zstandard as zstd
+
+    params = zstd.ZstdCompressionParameters.from_level(
+        19, format=zstd.FORMAT_ZSTD1_MAGICLESS, write_content_size=False, write_checksum=False,
+        write_dict_id=False,
+    )
+    return zstd.ZstdCompressor(compression_params=params).compress(b)
+
+
+def _zstd_decompress(b: bytes, n: int) -> bytes:
+    import zstandard as zstd
+
+    return zstd.ZstdDecompressor(format=zstd.FORMAT_ZSTD1_MAGICLESS).decompress(b, max_output_size=max(n, 1))
+
+
+def _nibble_table(sym: np.ndarray, k: int) -> np.ndarray:
+    """Quantized probability table: one value 0..15 per symbol (0 = unused)."""
+    counts = np.bincount(sym, minlength=k).astype(np.float64)
+    q = np.zeros(k, dtype=np.int64)
+    used = counts > 0
+    q[used] = np.clip(np.round(2 * np.log2(counts[used] / counts.max())) + 15, 1, 15)
+    return q
+
+
+def _table_probs(q: np.ndarray) -> np.ndarray:
+    p = np.where(q > 0, np.exp2((q.astype(np.float64) - 15) / 2), 0.0)
+    return p / p.sum()
+
+
+def _categorical(q: np.ndarray):
+    import constriction
+
+    return constriction.stream.model.Categorical(_table_probs(q), perfect=False)
+
+
+# ---------------------------------------------------------------------------- spec
+
+
+def _spec_bytes(spec: Spec) -> bytes:
+    from mincap.models import ACTIVATIONS
+
+    if spec.batch_norm:
+        raise ValueError("artifact: fold batch norm before encoding")
+    default_shape = tuple(spec.in_shape) == (1, 28, 28) and spec.n_classes == 10
+    flags = (
+        (spec.family == "mlp")
+        | (spec.head == "gap") << 1
+        | ACTIVATIONS.index(spec.activation) << 2
+        | default_shape << 5
+    )
+    out = bytearray([flags])
+    out += _varint(len(spec.convs))
+    for c in spec.convs:
+        if max(c.kernel, c.pad, c.stride, c.pool) > 15:
+            raise ValueError("artifact: conv kernel/pad/stride/pool must be < 16")
+        out += _varint(c.channels) + bytes([c.kernel << 4 | c.pad, c.stride << 4 | c.pool])
+    out += _varint(len(spec.hidden))
+    for h in spec.hidden:
+        out += _varint(h)
+    if not default_shape:
+        for v in (*spec.in_shape, spec.n_classes):
+            out += _varint(v)
+    return bytes(out)
+
+
+def _read_spec(r: _Reader) -> Spec:
+    from mincap.models import ACTIVATIONS, Conv, Spec
+
+    flags = r.byte()
+    act = (flags >> 2) & 7
+    if act >= len(ACTIVATIONS) or flags >> 6:
+        raise MincapError("artifact: corrupt spec")
+    convs = []
+    for _ in range(r.varint()):
+        ch = r.varint()
+        kp, sp = r.byte(), r.byte()
+        convs.append(Conv(ch, kp >> 4, sp >> 4, sp & 15, kp & 15))
+    hidden = tuple(r.varint() for _ in range(r.varint()))
+    if flags >> 5 & 1:
+        in_shape, n_classes = (1, 28, 28), 10
+    else:
+        c, h, w, n_classes = (r.varint() for _ in range(4))
+        in_shape = (c, h, w)
+    return Spec(
+        family="mlp" if flags & 1 else "cnn",
+        convs=tuple(convs),
+        hidden=hidden,
+        activation=ACTIVATIONS[act],
+        batch_norm=False,
+        head="gap" if flags >> 1 & 1 else "flatten",
+        in_shape=in_shape,
+        n_classes=n_classes,
+    )
+
+
+def layer_shapes(spec: Spec) -> list[tuple[tuple[int, ...], int]]:
+    """(weight shape, out channels) of each conv/linear layer of `spec`, in order."""
+    shapes = []
+    c = spec.in_shape[0]
+    for cv in spec.convs:
+        shapes.append(((cv.channels, c, cv.kernel, cv.kernel), cv.channels))
+        c = cv.channels
+    if spec.head == "gap":
+        width = spec.feature_shape()[0]
+    else:
+        fc, fh, fw = spec.feature_shape()
+        width = fc * fh * fw
+    for h in (*spec.hidden, spec.n_classes):
+        shapes.append(((h, width), h))
+        width = h
+    return shapes
+
+
+# ---------------------------------------------------------------------------- encode
+
+
+def _symbols(layer: LayerCodes) -> np.ndarray:
+    from mincap.quant import code_range
+
+    lo, hi = code_range(layer.bits, layer.symmetric)
+    c = layer.codes.reshape(-1).astype(np.int64)
+    if c.size and (c.min() < lo or c.max() > hi):
+        raise ValueError(f"artifact: codes outside [{lo}, {hi}] for {layer.bits} bits")
+    if layer.bits == 1 and layer.symmetric:
+        if np.any(c == 0):
+            raise ValueError("artifact: 1-bit symmetric codes are -1 or +1")
+        return (c + 1) // 2
+    return c - lo
+
+
+def _from_symbols(sym: np.ndarray, bits: int, symmetric: bool) -> np.ndarray:
+    from mincap.quant import code_range
+
+    if bits == 1 and symmetric:
+        return sym * 2 - 1
+    return sym + code_range(bits, symmetric)[0]
+
+
+def _code_options(sym: np.ndarray) -> dict[str, tuple[bytes, float]]:
+    """Per method: the bytes this layer's section carries, and the cost in bits (ans: estimated)."""
+    lo, hi = (int(sym.min()), int(sym.max())) if sym.size else (0, 0)
+    rel = sym - lo
+    width = (hi - lo).bit_length()
+    raw = bytes([lo, hi]) + _pack_bits(rel, width)
+    opts = {"raw": (raw, 8.0 * len(raw))}
+    as_bytes = sym.astype(np.uint8).tobytes()
+    z = _zstd_compress(as_bytes)
+    opts["zstd"] = (_varint(len(z)) + z, 8.0 * (len(z) + len(_varint(len(z)))))
+    lz = lzma.compress(as_bytes, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
+    opts["lzma"] = (_varint(len(lz)) + lz, 8.0 * (len(lz) + len(_varint(len(lz)))))
+    if hi > lo:
+        q = _nibble_table(rel, hi - lo + 1)
+        table = _pack_bits(q, 4)
+        p = _table_probs(q)
+        est = float(-np.log2(p[rel]).sum())
+        head = bytes([lo, hi]) + table
+        opts["ans"] = (head, 8.0 * len(head) + est)
+    return opts
+
+
+def encode(spec: Spec, layers: list[LayerCodes]) -> bytes:
+    """The `.mincap` bytes of `spec` (batch norm folded) with `layers` (one per conv/linear)."""
+    from dataclasses import replace
+
+    import constriction
+
+    spec = replace(spec, dropout=0.0)
+    shapes = layer_shapes(spec)
+    if len(shapes) != len(layers):
+        raise ValueError(f"artifact: {len(layers)} layers for a spec with {len(shapes)}")
+    out = bytearray(MAGIC) + bytes([VERSION]) + _spec_bytes(spec)
+    ans_jobs = []
+    for (shape, n_out), layer in zip(shapes, layers):
+        if layer.bits == 0:
+            w = np.asarray(layer.weight, dtype="<f4")
+            if w.shape != shape:
+                raise ValueError(f"artifact: weight shape {w.shape} != {shape}")
+            out.append(0)
+            out += w.tobytes() + np.asarray(layer.bias, dtype="<f4").reshape(n_out).tobytes()
+            layer.method = "float32"
+            continue
+        if tuple(layer.codes.shape) != shape:
+            raise ValueError(f"artifact: codes shape {tuple(layer.codes.shape)} != {shape}")
+        n_scale = n_out if layer.per_channel else 1
+        sym = _symbols(layer)
+        opts = _code_options(sym)
+        method = min(opts, key=lambda m: (opts[m][1], METHODS.index(m)))
+        layer.method = method
+        out.append(layer.bits | layer.per_channel << 4 | layer.symmetric << 5 | METHODS.index(method) << 6)
+        if layer.compact:
+            sd = layer.side
+            if sd is None:
+                raise ValueError("artifact: a symmetric per-channel layer needs CompactSide scales/biases")
+            out += np.asarray(sd.scale_base, dtype="<f2").tobytes()
+            out += np.asarray(sd.scale_k, dtype=np.uint8).reshape(n_out).tobytes()
+            out += np.asarray(sd.bias_step, dtype="<f2").tobytes()
+            out += np.asarray(sd.bias_k, dtype=np.int8).reshape(n_out).tobytes()
+        else:
+            out += np.asarray(layer.scale, dtype="<f2").reshape(n_scale).tobytes()
+            if not layer.symmetric:
+                out += np.asarray(layer.zero_point, dtype=np.uint8).reshape(n_scale).tobytes()
+            out += np.asarray(layer.bias, dtype="<f2").reshape(n_out).tobytes()
+        out += opts[method][0]
+        if method == "ans":
+            lo, hi = int(sym.min()), int(sym.max())
+            ans_jobs.append((sym - lo, _nibble_table(sym - lo, hi - lo + 1)))
+    if ans_jobs:
+        coder = constriction.stream.stack.AnsCoder()
+        for rel, q in reversed(ans_jobs):  # a stack: encode the last layer first
+            coder.encode_reverse(rel.astype(np.int32), _categorical(q))
+        words = coder.get_compressed().astype("<u4").tobytes()
+        while words and words[-1] == 0 and len(words) % 4 != 1:
+            words = words[:-1]
+        # Never strip a whole word: the decoder pads back to a multiple of 4 only.
+        out += words
+    out += zlib.crc32(bytes(out)).to_bytes(4, "little")
+    return bytes(out)
+
+
+# ---------------------------------------------------------------------------- decode
+
+
+def decode(data: bytes) -> Decoded:
+    """Parse and check `data`, rebuild the network. Refuses bad files with `MincapError` (exit 2)."""
+    import torch
+
+    from mincap.models import build
+
+    data = bytes(data)
+    if len(data) < 3 or data[:2] != MAGIC:
+        raise MincapError("artifact: not a .mincap file (wrong magic)")
+    if data[2] > VERSION:
+        raise MincapError(f"artifact: format version {data[2]} is newer than this mincap reads ({VERSION})")
+    if data[2] != VERSION:
+        raise MincapError(f"artifact: unknown format version {data[2]}")
+    if len(data) < 7:
+        raise MincapError("artifact: truncated file")
+    if zlib.crc32(data[:-4]) != int.from_bytes(data[-4:], "little"):
+        raise MincapError("artifact: checksum mismatch (corrupted or truncated file)")
+    try:
+        return _decode_body(data, torch, build)
+    except MincapError:
+        raise
+    except Exception as err:  # a body that passed the CRC but does not parse
+        raise MincapError(f"artifact: corrupt file ({type(err).__name__}: {err})") from None
+
+
+def _decode_body(data: bytes, torch, build) -> Decoded:
+    import constriction
+
+    end = len(data) - 4
+    r = _Reader(data, 3, end)
+    spec = _read_spec(r)
+    spec_bits = 8 * (r.pos - 3)
+    shapes = layer_shapes(spec)
+    layers: list[LayerCodes] = []
+    pending = []  # (layer index, shape, table, n) of ans layers
+    for i, (shape, n_out) in enumerate(shapes):
+        start = r.pos
+        n = math.prod(shape)
+        head = r.byte()
+        bits = head & 15
+        if bits == 0:
+            w = r.array("<f4", n).reshape(shape)
+            b = r.array("<f4", n_out)
+            lay = LayerCodes(0, weight=w, bias=b, method="float32")
+            lay.stats = {"code_bits": 32 * n, "scale_bits": 0, "bias_bits": 32 * n_out}
+        else:
+            if bits > 8:
+                raise MincapError("artifact: corrupt layer header")
+            per_channel, symmetric, method = bool(head >> 4 & 1), bool(head >> 5 & 1), METHODS[head >> 6]
+            n_scale = n_out if per_channel else 1
+            if symmetric and per_channel:
+                side = CompactSide(r.array("<f2", 1)[0], r.array(np.uint8, n_out), r.array("<f2", 1)[0],
+                                   r.array(np.int8, n_out))
+                lay = LayerCodes(bits, side=side, per_channel=True, symmetric=True, method=method)
+                side_bits = (16 + 8 * n_out, 16 + 8 * n_out)
+            else:
+                scale = r.array("<f2", n_scale)
+                zp = np.zeros(n_scale, dtype=np.uint8) if symmetric else r.array(np.uint8, n_scale)
+                bias = r.array("<f2", n_out)
+                lay = LayerCodes(bits, scale=scale, zero_point=zp, bias=bias, per_channel=per_channel,
+                                 symmetric=symmetric, method=method)
+                side_bits = (16 * n_scale + (0 if symmetric else 8 * n_scale), 16 * n_out)
+            meta_end = r.pos
+            if method == "raw":
+                lo, hi = r.byte(), r.byte()
+                width = (hi - lo).bit_length()
+                sym = _unpack_bits(r.take((n * width + 7) // 8), width, n) + lo
+                lay.codes = _from_symbols(sym, bits, symmetric).reshape(shape)
+            elif method in ("zstd", "lzma"):
+                blob = r.take(r.varint())
+                raw = (_zstd_decompress(blob, n) if method == "zstd"
+                       else lzma.decompress(blob, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS))
+                if len(raw) != n:
+                    raise MincapError("artifact: corrupt layer codes")
+                sym = np.frombuffer(raw, dtype=np.uint8).astype(np.int64)
+                lay.codes = _from_symbols(sym, bits, symmetric).reshape(shape)
+            else:
+                lo, hi = r.byte(), r.byte()
+                k = hi - lo + 1
+                q = _unpack_bits(r.take((4 * k + 7) // 8), 4, k)
+                pending.append((i, shape, q, n, lo))
+            code_bits = 8 * (r.pos - meta_end)
+            lay.stats = {"code_bits": code_bits, "scale_bits": side_bits[0], "bias_bits": side_bits[1]}
+        lay.stats["header_bits"] = 8
+        lay.stats["total_bits"] = 8 * (r.pos - start)
+        layers.append(lay)
+    stream = data[r.pos : end]
+    ans_bits = 8 * len(stream)
+    if pending:
+        stream = stream + bytes(-len(stream) % 4)
+        coder = constriction.stream.stack.AnsCoder(np.frombuffer(stream, dtype="<u4").astype(np.uint32))
+        for i, shape, q, n, lo in pending:
+            model = _categorical(q)
+            sym = coder.decode(model, n).astype(np.int64) + lo
+            lay = layers[i]
+            lay.codes = _from_symbols(sym, lay.bits, lay.symmetric).reshape(shape)
+            est = float(-np.log2(_table_probs(q)[sym - lo]).sum())
+            lay.stats["ans_bits_est"] = round(est, 1)
+    elif stream:
+        raise MincapError("artifact: trailing bytes after the last layer")
+
+    model = build(spec)
+    from mincap.quant import quant_layers
+
+    with torch.no_grad():
+        for mod, lay in zip(quant_layers(model), layers):
+            mod.weight.copy_(torch.from_numpy(lay.float_weight()))
+            mod.bias.copy_(torch.from_numpy(lay.float_bias()))
+    model.eval()
+    size = _size(spec, layers, len(data), spec_bits, ans_bits)
+    return Decoded(spec, model, layers, size)
+
+
+def _size(spec: Spec, layers: list[LayerCodes], n_bytes: int, spec_bits: int, ans_bits: int) -> dict:
+    rows = []
+    n_params = n_nonzero = nominal = 0
+    for i, (lay, (shape, n_out)) in enumerate(zip(layers, layer_shapes(spec))):
+        n = math.prod(shape)
+        if lay.bits == 0:
+            nz = int(np.count_nonzero(lay.weight)) + int(np.count_nonzero(lay.bias))
+            nom = 32 * (n + n_out)
+        else:
+            nz = int(np.count_nonzero(lay.float_weight())) + int(np.count_nonzero(lay.float_bias()))
+            nom = lay.bits * n + lay.stats["scale_bits"] + lay.stats["bias_bits"]
+        n_params += n + n_out
+        n_nonzero += nz
+        nominal += nom
+        rows.append({
+            "layer": i,
+            "kind": "conv" if len(shape) == 4 else "linear",
+            "shape": list(shape),
+            "bits": lay.bits or 32,
+            "n_weights": n,
+            "n_nonzero": nz,
+            "method": lay.method,
+            "nominal_bits": nom,
+            **lay.stats,
+        })
+    return {
+        "artifact_bits": 8 * n_bytes,
+        "artifact_bytes": n_bytes,
+        "n_params": n_params,
+        "n_nonzero": n_nonzero,
+        "nominal_bits": nominal,
+        "header_bits": 24 + spec_bits,
+        "ans_stream_bits": ans_bits,
+        "checksum_bits": 32,
+        "layers": rows,
+    }
+
+
+def read(path: str | Path) -> bytes:
+    p = Path(path)
+    try:
+        return p.read_bytes()
+    except OSError as err:
+        raise MincapError(f"cannot read {p}: {err.strerror}") from None
+
+
+def write(path: str | Path, data: bytes) -> Path:
+    p = Path(path)
+    if p.suffix != ".mincap":
+        raise MincapError(f"artifact file must end in .mincap, got {p.name}")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    except OSError as err:
+        raise MincapError(f"cannot write {p}: {err.strerror}") from None
+    return p

@@ -1,0 +1,250 @@
+"""Study files: one TOML file names a search, parsed into one frozen dataclass.
+
+`StudyConfig` is the single source of truth shared by `mincap search`, `mincap summary`,
+`mincap export` and the library. A study file has these tables (all optional but
+`[study]`; every key has a default shown in `studies/mnist-99.toml`):
+
+    [study]     name, dataset, target (validation accuracy a trial must reach), sampler
+                ("tpe", "nsga2" or "random"), seed, seeds (preset names enqueued first)
+    [data]      n_val, split_seed, limit (train on the first N train images; tests)
+    [budget]    trials, timeout_s
+    [storage]   url (default: SQLite file `<name>.db` next to the study file), artifacts (folder),
+                heartbeat_interval_s, grace_period_s, sqlite_timeout_s
+    [space]     the search space: a two-element list is a [low, high] range, a longer or
+                non-numeric list a set of choices, a scalar a fixed value
+    [early_stop] enabled, margin, min_progress
+
+Unknown keys, wrong types and impossible ranges raise `MincapError` naming the key
+(`mincap` exits 2 with that one line).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+import tomllib
+
+from mincap.errors import MincapError
+
+__all__ = [
+    "Budget",
+    "DataSection",
+    "EarlyStop",
+    "Space",
+    "StorageSection",
+    "StudyConfig",
+    "StudySection",
+    "load_study_file",
+    "DEFAULT_STUDY",
+]
+
+DEFAULT_STUDY = Path("studies/mnist-99.toml")
+SAMPLERS = ("tpe", "nsga2", "random")
+
+
+@dataclass(frozen=True)
+class StudySection:
+    name: str = "mnist-99"
+    dataset: str = "mnist"
+    target: float = 0.99
+    sampler: str = "tpe"
+    seed: int = 0
+    seeds: tuple[str, ...] = ("tiny",)
+
+
+@dataclass(frozen=True)
+class DataSection:
+    n_val: int = 5000
+    split_seed: int = 0
+    limit: int = 0  # 0: the whole train split
+
+
+@dataclass(frozen=True)
+class Budget:
+    trials: int = 100
+    timeout_s: float = 0.0  # 0: no time limit
+
+
+@dataclass(frozen=True)
+class StorageSection:
+    url: str = ""  # "": sqlite:///<study dir>/<name>.db
+    artifacts: str = ""  # "": <study dir>/<name>.artifacts
+    heartbeat_interval_s: int = 30
+    grace_period_s: int = 90
+    sqlite_timeout_s: float = 120.0
+
+
+@dataclass(frozen=True)
+class Space:
+    """Ranges `(low, high)` are sampled (ints as ints, `log` where noted); tuples of choices are categorical."""
+
+    families: tuple[str, ...] = ("cnn",)
+    conv_depth: tuple[int, int] = (2, 4)
+    channels: tuple[int, int] = (2, 32)  # log-uniform per block
+    kernels: tuple[int, ...] = (3, 5)
+    pools: tuple[int, int] = (1, 2)  # how many of the first blocks end in a 2x2 max pool
+    heads: tuple[str, ...] = ("gap", "flatten")
+    hidden_depth: tuple[int, int] = (0, 1)
+    hidden_width: tuple[int, int] = (8, 64)  # log-uniform
+    mlp_depth: tuple[int, int] = (1, 2)
+    mlp_width: tuple[int, int] = (16, 128)  # log-uniform
+    batch_norm: tuple[bool, ...] = (True,)
+    activations: tuple[str, ...] = ("relu",)
+    bits: tuple[int, int] = (2, 8)  # per conv/linear layer
+    per_layer_bits: bool = True
+    prune_ratio: tuple[float, float] = (0.0, 0.5)
+    prune_steps: tuple[int, int] = (1, 2)
+    prune_criteria: tuple[str, ...] = ("l1",)
+    finetune_epochs: tuple[int, int] = (1, 2)
+    epochs: tuple[int, int] = (6, 16)
+    qat_fraction: tuple[float, float] = (0.2, 0.5)
+    lr: tuple[float, float] = (0.003, 0.05)  # log-uniform
+    batch_size: tuple[int, ...] = (128, 256, 512)
+    augment: tuple[int, int] = (0, 2)
+    weight_decay: tuple[float, float] = (1e-5, 1e-3)  # log-uniform
+
+
+@dataclass(frozen=True)
+class EarlyStop:
+    """Stop a trial whose validation curve falls `margin` below every target-reaching trial's curve.
+
+    Curves are compared at the same fraction of the training run (epoch / epochs), from
+    `min_progress` on, and only once `min_feasible` trials have reached the target.
+    """
+
+    enabled: bool = True
+    margin: float = 0.02
+    min_progress: float = 0.3
+    min_feasible: int = 2
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    study: StudySection = field(default_factory=StudySection)
+    data: DataSection = field(default_factory=DataSection)
+    budget: Budget = field(default_factory=Budget)
+    storage: StorageSection = field(default_factory=StorageSection)
+    space: Space = field(default_factory=Space)
+    early_stop: EarlyStop = field(default_factory=EarlyStop)
+    path: str = ""  # the study file this came from ("" when built in code)
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.path).resolve().parent if self.path else Path.cwd()
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage.url or f"sqlite:///{self.folder / (self.study.name + '.db')}"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        a = self.storage.artifacts
+        return (self.folder / a) if a else self.folder / f"{self.study.name}.artifacts"
+
+
+_SECTIONS = {f.name: f.type for f in dataclasses.fields(StudyConfig) if f.name != "path"}
+
+
+def _convert(key: str, value: Any, hint: Any) -> Any:
+    """Check `value` from TOML against the dataclass field type `hint`; lists become tuples."""
+    origin = get_origin(hint)
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise MincapError(f"{key}: expected a list, got {type(value).__name__}")
+        args = get_args(hint)
+        elem = args[0]
+        if len(args) == 2 and args[1] is not Ellipsis and len(value) != 2:
+            raise MincapError(f"{key}: expected [low, high], got {len(value)} values")
+        out = tuple(_convert(key, v, elem) for v in value)
+        if len(args) == 2 and args[1] is not Ellipsis and out[0] > out[1]:
+            raise MincapError(f"{key}: low {out[0]} is above high {out[1]}")
+        if not out:
+            raise MincapError(f"{key}: empty list")
+        return out
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise MincapError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise MincapError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise MincapError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise MincapError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported field type {hint}")  # a bug, not user input
+
+
+def _section(name: str, cls: type, raw: Any) -> Any:
+    if not isinstance(raw, dict):
+        raise MincapError(f"[{name}]: expected a table")
+    hints = get_type_hints(cls)
+    unknown = set(raw) - set(hints)
+    if unknown:
+        raise MincapError(f"[{name}]: unknown key {sorted(unknown)[0]!r}")
+    return cls(**{k: _convert(f"{name}.{k}", v, hints[k]) for k, v in raw.items()})
+
+
+def _validate(cfg: StudyConfig) -> None:
+    s, sp = cfg.study, cfg.space
+
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            raise MincapError(msg)
+
+    need(0.0 < s.target <= 1.0, f"study.target: {s.target} is not in (0, 1]")
+    need(s.sampler in SAMPLERS, f"study.sampler: {s.sampler!r} is not one of {SAMPLERS}")
+    need(cfg.budget.trials >= 0, "budget.trials: must be >= 0")
+    need(cfg.budget.timeout_s >= 0, "budget.timeout_s: must be >= 0")
+    need(cfg.data.n_val > 0, "data.n_val: must be positive")
+    need(cfg.data.limit >= 0, "data.limit: must be >= 0")
+    need(set(sp.families) <= {"mlp", "cnn"}, f"space.families: {sp.families} not within ('mlp', 'cnn')")
+    need(set(sp.heads) <= {"gap", "flatten"}, f"space.heads: {sp.heads} not within ('gap', 'flatten')")
+    need(1 <= sp.bits[0] and sp.bits[1] <= 8, "space.bits: widths must be within 1..8")
+    need(0.0 <= sp.prune_ratio[0] and sp.prune_ratio[1] < 1.0, "space.prune_ratio: must be within [0, 1)")
+    need(sp.conv_depth[0] >= 1 or "cnn" not in sp.families, "space.conv_depth: a cnn needs >= 1 conv")
+    need(sp.channels[0] >= 1 and sp.hidden_width[0] >= 1 and sp.mlp_width[0] >= 1, "space: widths must be >= 1")
+    need(sp.epochs[0] >= 1, "space.epochs: must be >= 1")
+    need(sp.lr[0] > 0 and sp.weight_decay[0] > 0, "space.lr/weight_decay: must be > 0 (log scale)")
+    need(0.0 <= sp.qat_fraction[0] and sp.qat_fraction[1] <= 1.0, "space.qat_fraction: must be within [0, 1]")
+    need(all(b >= 1 for b in sp.batch_size), "space.batch_size: must be >= 1")
+    from mincap.models import ACTIVATIONS, PRESETS
+
+    need(set(sp.activations) <= set(ACTIVATIONS), f"space.activations: choose from {ACTIVATIONS}")
+    unknown = [p for p in s.seeds if p not in PRESETS]
+    need(not unknown, f"study.seeds: unknown preset {unknown[0]!r}" if unknown else "")
+    need(0.0 <= cfg.early_stop.margin <= 1.0, "early_stop.margin: must be within [0, 1]")
+
+
+def parse_study(raw: dict, *, path: str = "") -> StudyConfig:
+    unknown = set(raw) - set(_SECTIONS)
+    if unknown:
+        raise MincapError(f"{path or 'study'}: unknown table [{sorted(unknown)[0]}]")
+    hints = get_type_hints(StudyConfig)
+    parts = {name: _section(name, hints[name], raw[name]) for name in _SECTIONS if name in raw}
+    cfg = StudyConfig(**parts, path=str(path))
+    _validate(cfg)
+    return cfg
+
+
+def load_study_file(path: str | Path = DEFAULT_STUDY) -> StudyConfig:
+    """Read and check a study file; every problem is one `MincapError` line naming the key."""
+    p = Path(path)
+    if not p.is_file():
+        raise MincapError(f"{p}: no such study file")
+    try:
+        raw = tomllib.loads(p.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise MincapError(f"{p}: not valid TOML ({err})") from None
+    try:
+        return parse_study(raw, path=str(p))
+    except MincapError as err:
+        raise MincapError(f"{p}: {err}") from None

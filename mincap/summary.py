@@ -1,0 +1,175 @@
+"""What a study found: trials by state, the Pareto front, and the chosen network.
+
+The chosen network is the COMPLETE trial with the smallest `artifact_bits` whose
+*validation* accuracy meets the target. Its test accuracy is then evaluated once, from
+its stored artifact, saved in the study (`test_acc/<trial>` user attribute) and shown
+— it never takes part in choosing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Group
+from rich.table import Table
+
+from mincap.report import fmt_acc, fmt_bits
+
+__all__ = ["chosen_trial", "summarize", "summary_tables"]
+
+
+def _feasible(t, target: float) -> bool:
+    return t.state.name == "COMPLETE" and t.user_attrs.get("val_acc", 0.0) >= target
+
+
+def chosen_trial(study, target: float):
+    ok = [t for t in study.get_trials(deepcopy=False) if _feasible(t, target)]
+    return min(ok, key=lambda t: (t.user_attrs["artifact_bits"], -t.user_attrs["val_acc"], t.number)) if ok else None
+
+
+def _row(t) -> dict[str, Any]:
+    a = t.user_attrs
+    spec = a.get("final_spec") or a.get("spec")
+    import json
+
+    fam = json.loads(spec).get("family") if spec else None
+    return {
+        "trial": t.number, "artifact_bits": a.get("artifact_bits"), "val_acc": a.get("val_acc"),
+        "n_params": a.get("n_params"), "n_nonzero": a.get("n_nonzero"), "nominal_bits": a.get("nominal_bits"),
+        "bits_per_layer": a.get("bits_per_layer"), "family": fam, "spec": spec,
+        "mackay_bits": 2 * a["n_params"] if a.get("n_params") is not None else None,
+        "train_time_s": a.get("train_time_s"),
+    }
+
+
+def test_accuracy_once(study, trial, dataset: str, artifacts_dir, *, data_dir=None) -> float:
+    """Decode the chosen trial's stored artifact and evaluate it on the test set, once per study."""
+    key = f"test_acc/{trial.number}"
+    if key in study.user_attrs:
+        return study.user_attrs[key]
+    import tempfile
+    from pathlib import Path
+
+    from optuna.artifacts import FileSystemArtifactStore, download_artifact
+
+    from mincap.artifact import decode, read
+    from mincap.train import final_test_accuracy
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "chosen.mincap"
+        download_artifact(artifact_store=FileSystemArtifactStore(str(artifacts_dir)), file_path=str(path),
+                          artifact_id=trial.user_attrs["artifact_id"])
+        dec = decode(read(path))
+    acc, _ = final_test_accuracy(dec.model, dataset, root=data_dir)
+    study.set_user_attr(key, acc)
+    return acc
+
+
+def cached_entropy(dataset: str, *, data_dir=None) -> dict[str, dict[str, Any]]:
+    """The dataset's entropy estimates already in `mincap entropy`'s cache (none computed here).
+
+    The newest cached result per estimator: {estimator: {bits_per_example, bits_total}}.
+    """
+    import json
+    from pathlib import Path
+
+    from mincap.entropy.cache import cache_dirs
+
+    found: dict[str, tuple[float, dict[str, Any]]] = {}
+    for d in cache_dirs(data_dir):
+        for f in Path(d).glob(f"{dataset}-*.json"):
+            try:
+                e = json.loads(f.read_text())
+            except (OSError, ValueError):
+                continue
+            if e.get("dataset") != dataset or "estimator" not in e:
+                continue
+            mtime = f.stat().st_mtime
+            if e["estimator"] not in found or mtime > found[e["estimator"]][0]:
+                found[e["estimator"]] = (mtime, {"bits_per_example": e.get("bits_per_example"),
+                                                  "bits_total": e.get("bits_total")})
+    return {k: v for k, (_, v) in sorted(found.items())}
+
+
+def summarize(study, *, target: float, dataset: str, artifacts_dir=None, data_dir=None,
+              evaluate_test: bool = True) -> dict[str, Any]:
+    """The summary as plain data (the same dict `--json` prints)."""
+    trials = study.get_trials(deepcopy=False)
+    states: dict[str, dict[str, float]] = {}
+    for t in trials:
+        s = states.setdefault(t.state.name, {"trials": 0, "time_s": 0.0})
+        s["trials"] += 1
+        if t.datetime_start and t.datetime_complete:
+            s["time_s"] += (t.datetime_complete - t.datetime_start).total_seconds()
+    complete = [t for t in trials if t.state.name == "COMPLETE" and t.values]
+    front = []
+    for t in sorted(complete, key=lambda t: (t.values[0], -t.values[1])):
+        if not front or t.values[1] > front[-1]["val_acc"]:
+            front.append(_row(t))
+    best = chosen_trial(study, target)
+    chosen = None
+    if best is not None:
+        chosen = _row(best)
+        if evaluate_test and artifacts_dir is not None:
+            chosen["test_acc"] = test_accuracy_once(study, best, dataset, artifacts_dir, data_dir=data_dir)
+        else:
+            chosen["test_acc"] = study.user_attrs.get(f"test_acc/{best.number}")
+    saved = sum(t.user_attrs.get("early_stop_saved_s", 0.0) for t in trials)
+    fails = [{"trial": t.number, "reason": t.user_attrs.get("fail_reason", "")[:200]}
+             for t in trials if t.state.name == "FAIL"]
+    return {
+        "study": study.study_name, "dataset": dataset, "target": target, "n_trials": len(trials),
+        "states": states, "early_stop_saved_s": round(saved, 1), "pareto_front": front, "chosen": chosen,
+        "failures": fails, "entropy": cached_entropy(dataset, data_dir=data_dir),
+    }
+
+
+def summary_tables(s: dict[str, Any]) -> Group:
+    t1 = Table(title=f"{s['study']}: trials by state", header_style="bold",
+               caption=f"early stopping saved ~{s['early_stop_saved_s']:.0f} s")
+    for col in ("state", "trials", "time (s)"):
+        t1.add_column(col, justify="right" if col != "state" else "left")
+    for name, v in sorted(s["states"].items()):
+        t1.add_row(name.lower(), str(v["trials"]), f"{v['time_s']:.0f}")
+    t2 = Table(title=f"Pareto front (artifact bits vs validation accuracy, target {fmt_acc(s['target'])})",
+               header_style="bold")
+    for col in ("trial", "artifact bits", "val acc", "params", "MacKay bits (2/param)", "bits/layer", "family"):
+        t2.add_column(col, justify="right")
+    for r in s["pareto_front"]:
+        mark = "*" if r["val_acc"] >= s["target"] else ""
+        t2.add_row(f"{r['trial']}{mark}", fmt_bits(r["artifact_bits"]), fmt_acc(r["val_acc"]),
+                   f"{r['n_params']:,}", fmt_bits(r["mackay_bits"]),
+                   ",".join(map(str, r["bits_per_layer"] or [])), r["family"] or "-")
+    parts = [t1, t2]
+    if s["failures"]:
+        tf = Table(title="failed trials", header_style="bold")
+        tf.add_column("trial", justify="right")
+        tf.add_column("reason")
+        for f in s["failures"]:
+            tf.add_row(str(f["trial"]), f["reason"] or "-")
+        parts.append(tf)
+    c = s["chosen"]
+    t3 = Table(title="chosen network (smallest artifact with validation accuracy >= target)", show_header=False)
+    t3.add_column("k")
+    t3.add_column("v")
+    if c is None:
+        t3.add_row("none yet", "no complete trial reached the target on validation")
+    else:
+        t3.add_row("trial", str(c["trial"]))
+        t3.add_row("artifact bits", fmt_bits(c["artifact_bits"]))
+        t3.add_row("nominal bits", fmt_bits(c["nominal_bits"]))
+        t3.add_row("parameters (nonzero)", f"{c['n_params']:,} ({c['n_nonzero']:,})")
+        t3.add_row("MacKay bits (2 per parameter)", fmt_bits(c["mackay_bits"]))
+        t3.add_row("validation accuracy", fmt_acc(c["val_acc"]))
+        t3.add_row("test accuracy (reported, not used to choose)", fmt_acc(c.get("test_acc")))
+        t3.add_row("spec", c["spec"] or "-")
+    parts.append(t3)
+    if s.get("entropy"):
+        te = Table(title=f"{s['dataset']}: cached entropy estimates (mincap entropy)", header_style="bold")
+        for col in ("estimator", "bits / example", "bits, training set"):
+            te.add_column(col, justify="right" if col != "estimator" else "left")
+        for name, e in s["entropy"].items():
+            te.add_row(name, f"{e['bits_per_example']:,.3f}" if e["bits_per_example"] is not None else "-",
+                       fmt_bits(e["bits_total"]))
+        parts.append(te)
+    return Group(*parts)

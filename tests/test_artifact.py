@@ -1,0 +1,177 @@
+"""The .mincap format: bit-exact round trips, compact coding, refusal of damaged files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mincap import artifact
+from mincap.artifact import CompactSide, LayerCodes, decode, encode, layer_shapes
+from mincap.cli import main
+from mincap.errors import MincapError
+from mincap.models import Conv, Spec
+from mincap.quant import code_range
+
+SPEC = Spec(convs=(Conv(6, 3, pool=2, pad=1), Conv(12, 3, pool=2, pad=1), Conv(16, 3, pad=1)), head="gap")
+
+
+def _layers(spec, bits, rng, *, symmetric=True, per_channel=True, fill=None, sparsity=0.0):
+    out = []
+    for shape, n_out in layer_shapes(spec):
+        lo, hi = code_range(bits, symmetric)
+        if bits == 1 and symmetric:
+            codes = rng.choice([-1, 1], size=shape)
+        else:
+            codes = rng.integers(lo, hi + 1, size=shape)
+        if fill is not None:
+            codes = np.full(shape, fill)
+        if sparsity:
+            codes = np.where(rng.random(shape) < sparsity, 0 if symmetric else lo, codes)
+        n_s = n_out if per_channel else 1
+        if symmetric and per_channel:
+            side = CompactSide.from_float(rng.uniform(0.01, 1, n_out), rng.normal(size=n_out))
+            out.append(LayerCodes(bits, codes=codes.astype(np.int64), side=side))
+            continue
+        out.append(LayerCodes(
+            bits, codes=codes.astype(np.int64), scale=rng.uniform(0.01, 1, n_s).astype(np.float16),
+            zero_point=rng.integers(lo, hi + 1, n_s).astype(np.uint8) if not symmetric else np.zeros(n_s, np.uint8),
+            bias=rng.normal(size=n_out).astype(np.float16), per_channel=per_channel, symmetric=symmetric,
+        ))
+    return out
+
+
+def _check_roundtrip(spec, layers):
+    import torch
+
+    from mincap.quant import quant_layers
+
+    data = encode(spec, layers)
+    dec = decode(data)
+    assert dec.spec == spec
+    for lay, got, mod in zip(layers, dec.layers, quant_layers(dec.model)):
+        assert got.bits == lay.bits
+        if lay.bits:
+            np.testing.assert_array_equal(got.codes, lay.codes)
+            np.testing.assert_array_equal(got.float_scale(), lay.float_scale())
+            if not lay.symmetric:
+                np.testing.assert_array_equal(got.zero_point, lay.zero_point)
+        # the decoded network's weights are bit for bit the format's dequantization rule
+        assert torch.equal(mod.weight.detach(), torch.from_numpy(lay.float_weight()))
+        assert torch.equal(mod.bias.detach(), torch.from_numpy(lay.float_bias()))
+    assert dec.size["artifact_bits"] == 8 * len(data)
+    return data, dec
+
+
+@pytest.mark.parametrize("bits", range(1, 9))
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_random_codes_roundtrip_every_width(bits, symmetric):
+    rng = np.random.default_rng(bits)
+    _check_roundtrip(SPEC, _layers(SPEC, bits, rng, symmetric=symmetric, per_channel=bits % 2 == 0))
+    _check_roundtrip(SPEC, _layers(SPEC, bits, rng, symmetric=symmetric, per_channel=bits % 2 == 1))
+
+
+def test_compact_side_is_close_and_idempotent():
+    rng = np.random.default_rng(9)
+    scale, bias = rng.uniform(0.001, 2, 50), rng.normal(size=50)
+    side = CompactSide.from_float(scale, bias)
+    np.testing.assert_allclose(side.scale(), scale, rtol=0.012)
+    assert np.abs(side.bias() - bias).max() <= np.abs(bias).max() / 250
+    again = CompactSide.from_float(side.scale(), side.bias())
+    np.testing.assert_array_equal(again.scale(), side.scale())
+    np.testing.assert_array_equal(again.bias(), side.bias())
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_all_zero_single_value_and_sparse_layers_roundtrip(bits):
+    rng = np.random.default_rng(0)
+    _check_roundtrip(SPEC, _layers(SPEC, bits, rng, fill=0))
+    _check_roundtrip(SPEC, _layers(SPEC, bits, rng, fill=1))
+    _, dec = _check_roundtrip(SPEC, _layers(SPEC, bits, rng, sparsity=0.9))
+    assert dec.size["n_nonzero"] < 0.2 * dec.size["n_params"]
+
+
+def test_skewed_codes_use_an_entropy_coder_and_beat_raw_bits():
+    rng = np.random.default_rng(1)
+    layers = _layers(SPEC, 4, rng)
+    for lay in layers:  # peaked, Laplace-like codes, as trained weights are
+        lay.codes = np.clip(np.round(rng.laplace(0, 1.0, lay.codes.shape)), -7, 7).astype(np.int64)
+    data, dec = _check_roundtrip(SPEC, layers)
+    methods = {row["method"] for row in dec.size["layers"]}
+    assert methods & {"ans", "zstd", "lzma"}
+    n_codes = sum(lay.codes.size for lay in layers)
+    assert 8 * len(data) < 4 * n_codes  # below the nominal 4 bits a weight, side information included
+
+
+def test_float32_reference_layers_roundtrip():
+    rng = np.random.default_rng(2)
+    layers = [LayerCodes(0, weight=rng.normal(size=s).astype(np.float32), bias=rng.normal(size=n).astype(np.float32))
+              for s, n in layer_shapes(SPEC)]
+    data, dec = _check_roundtrip(SPEC, layers)
+    n = sum(int(np.prod(s)) + o for s, o in layer_shapes(SPEC))
+    assert dec.size["n_params"] == n and 8 * len(data) > 32 * n
+
+
+def test_spec_variants_roundtrip():
+    rng = np.random.default_rng(3)
+    for spec in (
+        Spec(family="mlp", hidden=(7, 5), activation="tanh"),
+        Spec(convs=(Conv(3, 5, stride=2, pool=1, pad=2),), hidden=(9,), in_shape=(3, 12, 10), n_classes=4),
+    ):
+        _check_roundtrip(spec, _layers(spec, 3, rng))
+
+
+def test_constant_weights_are_far_smaller_than_random_codes():
+    rng = np.random.default_rng(4)
+    const = encode(SPEC, _layers(SPEC, 4, rng, fill=3))
+    rand = encode(SPEC, _layers(SPEC, 4, rng))
+    assert len(const) * 3 < len(rand)
+    side = sum(2 * (16 + 8 * n) for _, n in layer_shapes(SPEC))  # 8-bit scales + biases, two float16
+    assert 8 * len(const) < side + 400  # codes nearly free: only headers, spec and CRC on top
+
+
+@pytest.fixture(scope="module")
+def small_file():
+    rng = np.random.default_rng(5)
+    spec = Spec(convs=(Conv(2, 3, pool=2),), hidden=(3,))
+    return encode(spec, _layers(spec, 3, rng))
+
+
+def test_every_single_byte_flip_is_refused(small_file):
+    for i in range(len(small_file)):
+        bad = bytearray(small_file)
+        bad[i] ^= 0x5A
+        with pytest.raises(MincapError):
+            decode(bytes(bad))
+
+
+def test_truncated_files_are_refused(small_file):
+    for n in range(len(small_file)):
+        with pytest.raises(MincapError):
+            decode(small_file[:n])
+
+
+def _verify_rc(tmp_path, data: bytes, capsys) -> int:
+    p = tmp_path / "x.mincap"
+    p.write_bytes(data)
+    rc = main(["verify", str(p)])
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("mincap: error: artifact")
+    return rc
+
+
+def test_cli_refuses_damaged_files_with_exit_2(tmp_path, small_file, capsys):
+    flipped = bytearray(small_file)
+    flipped[len(flipped) // 2] ^= 1
+    future = bytearray(small_file)
+    future[2] = artifact.VERSION + 1
+    for bad in (bytes(flipped), small_file[:-1], small_file[: len(small_file) // 2], b"XX" + small_file[2:],
+                bytes(future)):
+        assert _verify_rc(tmp_path, bad, capsys) == 2
+
+
+def test_future_version_message(small_file):
+    future = bytearray(small_file)
+    future[2] = artifact.VERSION + 1
+    with pytest.raises(MincapError, match="newer"):
+        decode(bytes(future))
+    assert main(["verify", "/nonexistent/x.mincap"]) == 2

@@ -1,0 +1,238 @@
+"""Search studies on a slice of real MNIST: resume, SIGKILL, concurrent workers, faults, plain Optuna."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+
+from mincap import search
+from mincap.cli import main
+from mincap.errors import NonFiniteLoss
+from mincap.study import load_study_file
+
+STUDY = """
+[study]
+name = "{name}"
+target = {target}
+seeds = ["mlp-32"]
+[data]
+n_val = 1000
+limit = {limit}
+[budget]
+trials = 2
+[storage]
+heartbeat_interval_s = 1
+grace_period_s = 2
+[space]
+families = ["mlp"]
+mlp_depth = [1, 1]
+mlp_width = [8, 32]
+bits = [3, 6]
+prune_ratio = [0.0, 0.0]
+epochs = [{epochs}, {epochs}]
+batch_size = [32, 64]
+lr = [0.005, 0.03]
+augment = [0, 0]
+"""
+
+
+def make_study(tmp_path, name="t", target=0.6, limit=500, epochs=1):
+    f = tmp_path / f"{name}.toml"
+    f.write_text(STUDY.format(name=name, target=target, limit=limit, epochs=epochs))
+    return f
+
+
+def _env(mnist_root):
+    return {**os.environ, "MINCAP_DATA": str(mnist_root), "MINCAP_THREADS": "1"}
+
+
+def _trials(f):
+    cfg = load_study_file(f)
+    return optuna.load_study(study_name=cfg.study.name, storage=cfg.storage_url).get_trials()
+
+
+def test_run_then_resume(tmp_path, mnist_root):
+    f = make_study(tmp_path)
+    assert main(["search", str(f), "--trials", "2", "--no-progress", "--data-dir", str(mnist_root)]) == 0
+    first = _trials(f)
+    assert [t.state.name for t in first] == ["COMPLETE", "COMPLETE"]
+    assert main(["search", str(f), "--trials", "2", "--no-progress", "--data-dir", str(mnist_root)]) == 0
+    trials = _trials(f)
+    assert len(trials) == 4 and sorted(t.number for t in trials) == [0, 1, 2, 3]
+    assert all(t.state.name == "COMPLETE" for t in trials)
+    # The seed preset was enqueued once, not again on resume; the sampler moved on.
+    assert sum(t.params.get("m0") == 32 for t in trials) >= 1
+    assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 4
+    for t in trials:
+        assert t.user_attrs["artifact_bits"] == t.values[0] and t.values[1] == t.user_attrs["val_acc"]
+        assert (tmp_path / "t.artifacts").is_dir()
+
+
+def test_nan_trial_fails_with_reason_and_study_goes_on(tmp_path, mnist_root, monkeypatch):
+    from mincap import compress
+
+    real = compress.train_compressed
+    calls = []
+
+    def flaky(spec, splits, cfg, comp, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise NonFiniteLoss("loss became nan in epoch 1")
+        return real(spec, splits, cfg, comp, **kw)
+
+    monkeypatch.setattr(compress, "train_compressed", flaky)
+    f = make_study(tmp_path, name="nan")
+    assert main(["search", str(f), "--trials", "3", "--no-progress", "--data-dir", str(mnist_root)]) == 0
+    trials = _trials(f)
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE"]
+    assert "NonFiniteLoss" in trials[1].user_attrs["fail_reason"] and "nan" in trials[1].user_attrs["fail_reason"]
+
+
+def test_sigkill_mid_trial_then_resume(tmp_path, mnist_root):
+    # Long enough trials (6 epochs on 3,000 images) that the kill lands inside one.
+    f = make_study(tmp_path, name="kill", limit=3000, epochs=6)
+    cmd = [sys.executable, "-m", "mincap.cli", "search", str(f), "--trials", "4", "--no-progress"]
+    p = subprocess.Popen(cmd, env=_env(mnist_root), stderr=subprocess.DEVNULL)
+    cfg = load_study_file(f)
+    deadline = time.time() + 240
+    killed = None
+    while time.time() < deadline:
+        time.sleep(0.5)
+        try:
+            ts = optuna.load_study(study_name="kill", storage=cfg.storage_url).get_trials()
+        except Exception:
+            continue
+        done = [t for t in ts if t.state.name == "COMPLETE"]
+        running = [t for t in ts if t.state.name == "RUNNING" and t.user_attrs.get("progress")]
+        if done and running:
+            killed = running[0].number
+            os.kill(p.pid, signal.SIGKILL)
+            break
+    p.wait()
+    assert killed is not None, "never saw a running trial after a finished one"
+    before = {t.number: t.state.name for t in _trials(f)}
+    assert before[killed] == "RUNNING"
+    time.sleep(cfg.storage.grace_period_s + 2)
+    assert main(["search", str(f), "--trials", "1", "--no-progress", "--data-dir", str(mnist_root)]) == 0
+    after = {t.number: t for t in _trials(f)}
+    for n, state in before.items():
+        if state == "COMPLETE":
+            assert after[n].state.name == "COMPLETE"  # no finished trial lost
+    assert after[killed].state.name == "FAIL"
+    retried = [t for t in after.values() if t.system_attrs.get("failed_trial") == killed]
+    assert len(retried) == 1 and retried[0].state.name == "COMPLETE"
+    assert retried[0].params == after[killed].params
+
+
+def _wait_running(f, proc, timeout=240):
+    cfg = load_study_file(f)
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+        try:
+            ts = optuna.load_study(study_name=cfg.study.name, storage=cfg.storage_url).get_trials()
+        except Exception:
+            continue
+        running = [t for t in ts if t.state.name == "RUNNING" and t.user_attrs.get("progress")]
+        if running:
+            return running[0].number
+    return None
+
+
+def test_ctrl_c_marks_the_running_trial_and_exits_cleanly(tmp_path, mnist_root):
+    f = make_study(tmp_path, name="intr", limit=3000, epochs=6)
+    cmd = [sys.executable, "-m", "mincap.cli", "search", str(f), "--trials", "3", "--no-progress"]
+    p = subprocess.Popen(cmd, env=_env(mnist_root), stderr=subprocess.PIPE, text=True)
+    number = _wait_running(f, p)
+    assert number is not None
+    p.send_signal(signal.SIGINT)
+    err = p.communicate(timeout=120)[1]
+    assert p.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "mincap: interrupted"
+    states = {t.number: t.state.name for t in _trials(f)}
+    assert states[number] == "FAIL" and "RUNNING" not in states.values()
+
+
+def test_two_workers_and_two_commands_share_a_study(tmp_path, mnist_root):
+    f = make_study(tmp_path, name="par", limit=300)
+    env = _env(mnist_root)
+    base = [sys.executable, "-m", "mincap.cli", "search", str(f), "--no-progress"]
+    # Two separate commands at once, one of them with two worker processes.
+    p1 = subprocess.Popen([*base, "--trials", "3", "--workers", "2"], env=env, stderr=subprocess.PIPE, text=True)
+    p2 = subprocess.Popen([*base, "--trials", "2"], env=env, stderr=subprocess.PIPE, text=True)
+    err1, err2 = p1.communicate(timeout=400)[1], p2.communicate(timeout=400)[1]
+    assert p1.returncode == 0, err1
+    assert p2.returncode == 0, err2
+    assert "database is locked" not in err1 + err2
+    # No trial run twice (two workers popping the same enqueued trial fail at tell()).
+    assert "Traceback" not in err1 + err2 and "failed" not in err1 + err2
+    trials = _trials(f)
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers)) == 5
+    assert all(t.state.name == "COMPLETE" for t in trials), [t.system_attrs for t in trials]
+
+
+def test_plain_optuna_reads_what_summary_reports(tmp_path, mnist_root, capsys):
+    f = make_study(tmp_path, name="plain", target=0.5)
+    assert main(["search", str(f), "--trials", "2", "--no-progress", "--data-dir", str(mnist_root)]) == 0
+    capsys.readouterr()
+    assert main(["summary", str(f), "--json", "--data-dir", str(mnist_root)]) == 0
+    s = json.loads(capsys.readouterr().out)
+    cfg = load_study_file(f)
+    study = optuna.load_study(study_name="plain", storage=cfg.storage_url)
+    by_number = {t.number: t for t in study.trials}
+    for row in s["pareto_front"]:
+        t = by_number[row["trial"]]
+        assert t.values == [row["artifact_bits"], row["val_acc"]]
+    assert s["n_trials"] == len(study.trials) == 2
+    chosen = s["chosen"]
+    assert chosen is not None and chosen["val_acc"] >= 0.5
+    assert 0.0 < chosen["test_acc"] <= 1.0
+    assert study.user_attrs[f"test_acc/{chosen['trial']}"] == chosen["test_acc"]
+    r = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "optuna"), "trials", "--study-name", "plain",
+         "--storage", cfg.storage_url, "-f", "json"],
+        capture_output=True, text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert {row["number"] for row in rows} == set(by_number)
+    # Export writes the chosen artifact, which `mincap verify` accepts.
+    out = tmp_path / "chosen.mincap"
+    assert main(["export", str(f), "-o", str(out)]) == 0
+    assert out.stat().st_size * 8 == chosen["artifact_bits"]
+
+
+@pytest.mark.parametrize("total,workers,expected", [(5, 2, [3, 2]), (2, 3, [1, 1, 0]), (None, 2, [None, None])])
+def test_split_trials(total, workers, expected):
+    assert search.split_trials(total, workers) == expected
+
+
+def test_early_stop_rule():
+    cfg = load_study_file("studies/mnist-99.toml")
+    rule = search.EarlyStopRule(cfg, [[0.9, 0.95, 0.99, 0.995], [0.85, 0.93, 0.985, 0.992]])
+    assert not rule.should_stop(1, 4, 0.1)  # before min_progress (0.3)
+    assert rule.should_stop(2, 4, 0.80)  # 0.93 - 0.02 = 0.91 > 0.80
+    assert not rule.should_stop(2, 4, 0.92)
+    assert not rule.should_stop(4, 4, 0.0)  # the last epoch: nothing left to save
+    assert not search.EarlyStopRule(cfg, [[0.9]]).should_stop(3, 4, 0.0)  # too few feasible curves
+
+
+def test_corrupt_database_one_line_exit_2(tmp_path, capsys):
+    f = make_study(tmp_path, name="bad")
+    (tmp_path / "bad.db").write_bytes(b"this is not a database" * 100)
+    assert main(["search", str(f), "--trials", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot open" in err[0]
+    assert (tmp_path / "bad.db").read_bytes().startswith(b"this is not")  # nothing overwritten
+
+
+def test_summary_of_missing_study(tmp_path, capsys):
+    f = make_study(tmp_path, name="empty")
+    assert main(["summary", str(f)]) == 2
+    assert "no study named 'empty'" in capsys.readouterr().err
