@@ -387,6 +387,62 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _add_plot(sub) -> None:
+    from mincap.entropy import ESTIMATORS
+
+    p = sub.add_parser(
+        "plot", help="entropy vs smallest network over studies (the dataset ladder), Pareto fronts, report",
+        description="Figure 1 (-o FILE.png|.svg): each study's dataset entropy estimate (X) against its chosen "
+        "network's artifact bits (Y). Figure 2 (FILE-pareto.png): each study's Pareto front with its target. "
+        "Studies are read live from study files (.toml) or from summary JSON files (mincap summary --json).",
+    )
+    p.add_argument("inputs", nargs="*", metavar="STUDY",
+                   help="study files (.toml) or summary files (.json); default: studies/ladder/*.toml")
+    p.add_argument("--from-json", action="append", metavar="DIR", default=None,
+                   help="read every DIR/*.summary.json (repeatable)")
+    p.add_argument("--estimator", choices=ESTIMATORS, default="prequential", metavar="NAME",
+                   help=f"entropy estimate on X, one of {', '.join(ESTIMATORS)} (default: prequential)")
+    p.add_argument("-o", "--output", required=True, metavar="FILE.png", help="figure 1 (.png or .svg)")
+    p.add_argument("--report", default=None, metavar="FILE.md", help="also write the markdown report here")
+    p.add_argument("--save-json", action="store_true",
+                   help="write <study>.summary.json beside each study file read live")
+    p.add_argument("--no-test", action="store_true", help="do not evaluate chosen networks on the test set")
+    p.add_argument("--no-compute", action="store_true",
+                   help="never compute a missing entropy estimate (default: compute asker/pixels/labels)")
+    p.add_argument("--machine", default=None, help="the machine that ran the searches, for the report")
+    p.add_argument("--data-dir", default=None,
+                   help="folder holding e.g. MNIST/raw/*.gz (default: $MINCAP_DATA, else ~/.cache/mincap)")
+    p.set_defaults(func=_cmd_plot)
+
+
+def _cmd_plot(args) -> int:
+    import glob
+
+    from mincap import plot
+
+    if not args.output.endswith((".png", ".svg")):
+        raise MincapError(f"-o: the figure must end in .png or .svg, got {args.output}")
+    inputs = args.inputs or ([] if args.from_json else sorted(glob.glob("studies/ladder/*.toml")))
+    rungs = plot.load_rungs(inputs, args.from_json, data_dir=args.data_dir, evaluate_test=not args.no_test,
+                            save_json=args.save_json)
+    drawn = plot.plot_ladder(rungs, args.output, estimator=args.estimator, data_dir=args.data_dir,
+                             compute=not args.no_compute)
+    pareto = plot.pareto_path(args.output)
+    plot.plot_pareto(rungs, pareto)
+    print(f"wrote {args.output} ({len(drawn['points'])} of {len(rungs)} studies placed) and {pareto}",
+          file=sys.stderr)
+    for name, why in drawn["skipped"].items():
+        hint = f"; run: mincap entropy {name} --estimator {args.estimator}" if "estimate" in why else ""
+        print(f"  not placed: {name} ({why}{hint})", file=sys.stderr)
+    if args.report:
+        cmd = " ".join(["mincap plot", *args.inputs, *(f"--from-json {d}" for d in args.from_json or []),
+                        f"--estimator {args.estimator}", f"-o {args.output}", f"--report {args.report}"])
+        out = plot.write_report(rungs, args.report, figure=args.output, pareto=pareto, estimator=args.estimator,
+                                machine=args.machine, command=cmd)
+        print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mincap",
@@ -399,6 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_verify(sub)
     _add_entropy(sub)
+    _add_plot(sub)
     return parser
 
 

@@ -261,3 +261,6 @@ def load_test(
 
     x, y = load_arrays(name, str(data_dir(root)), False)
     return Split(torch.from_numpy(x).contiguous(), torch.from_numpy(y).contiguous()).to(device)
+
+
+import mincap.variants  # noqa: E402,F401  (registers the dataset ladder: mnist-binary, mnist-14, ...)

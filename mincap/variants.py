@@ -1,0 +1,165 @@
+"""The dataset ladder: variants with controlled, different information content, all offline.
+
+Every variant is derived deterministically from data already on the machine, so
+it needs no download, and is registered in `mincap.data.DATASETS` like any other
+dataset. Each gets its own train / validation split through `mincap.data.load`
+(the seeded permutation of its training part) and its own test set through
+`mincap.data.load_test`. The images stay uint8 (N, 1, H, W), so every network's
+fixed input map (pixels / 255, `mincap.models.prepare`) is unchanged.
+
+From MNIST's official training and test sets, separately (the test images never
+leak into a training part):
+
+- `mnist-binary`: a pixel becomes 255 when > 127 (i.e. >= 128, half the range,
+  the usual deterministic binarization of MNIST), else 0. Values 0/255 keep the
+  network's input in {0, 1}. `mincap entropy`'s own default threshold for
+  `asker`/`pixels` is "any ink" (> 0, the reading that gives the learner's 191
+  bits); on this variant every threshold in 0..254 gives the same binary image,
+  the one threshold 127 gives on MNIST (README: asker 178.31 bits).
+- `mnist-14`, `mnist-7`: area averaging of 2x2 / 4x4 blocks, the mean rounded
+  half up back to uint8 (`(sum + n // 2) // n`). Labels and order unchanged.
+- `mnist-k2` ... `mnist-k9`: only the images whose label is < k, in their
+  original order, labels unchanged; `n_classes = k`, label entropy ~ log2 k.
+
+From scikit-learn's bundled copy of the UCI optical digits (no download):
+
+- `digits`: 1,797 8x8 images with values 0..16, scaled to 0..255 by
+  `round(v * 255 / 16)`. There is no official test split: a stratified split with
+  a fixed seed (`DIGITS_SPLIT_SEED`) holds out `round(0.2 * n_c)` images of each
+  class c as the test set (359 images), leaving 1,438 as the "official training"
+  part, which `mincap.data.load` splits further into train / validation (the
+  study file sets `[data] n_val`, e.g. 300: the default 5,000 is more than the
+  whole set).
+
+Registration happens on import; `mincap.data` imports this module at its end.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "BINARY_THRESHOLD",
+    "DIGITS_SPLIT_SEED",
+    "DIGITS_TEST_FRACTION",
+    "LADDER",
+    "area_downsample",
+    "binarize",
+    "digits_arrays",
+    "first_classes",
+]
+
+BINARY_THRESHOLD = 127  # a pixel is ink (255) when > 127, i.e. >= 128
+DIGITS_SPLIT_SEED = 0
+DIGITS_TEST_FRACTION = 0.2
+
+# The offline ladder, from most to least information per image (roughly).
+LADDER = (
+    "mnist", "mnist-binary", "mnist-14", "mnist-7",
+    *(f"mnist-k{k}" for k in range(2, 10)),
+    "digits",
+)
+
+
+# --- the transforms (pure functions of arrays; tested directly) --------------------------------
+
+
+def binarize(x: np.ndarray, threshold: int = BINARY_THRESHOLD) -> np.ndarray:
+    """uint8 images -> 255 where pixel > threshold, else 0 (uint8, same shape)."""
+    return np.where(x > threshold, np.uint8(255), np.uint8(0)).astype(np.uint8)
+
+
+def area_downsample(x: np.ndarray, factor: int) -> np.ndarray:
+    """Mean of each `factor` x `factor` block of (N, C, H, W) uint8 images, rounded half up to uint8."""
+    n, c, h, w = x.shape
+    if h % factor or w % factor:
+        raise ValueError(f"image size {h}x{w} is not a multiple of {factor}")
+    blocks = x.reshape(n, c, h // factor, factor, w // factor, factor).astype(np.uint32)
+    area = factor * factor
+    s = blocks.sum(axis=(3, 5))
+    return ((s + area // 2) // area).astype(np.uint8)
+
+
+def first_classes(x: np.ndarray, y: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The examples with label < k, in their original order (copies)."""
+    keep = y < k
+    return np.ascontiguousarray(x[keep]), np.ascontiguousarray(y[keep])
+
+
+def _digits_split(y: np.ndarray) -> np.ndarray:
+    """Boolean mask of the held-out test examples: round(20%) of each class, seeded."""
+    rng = np.random.default_rng(DIGITS_SPLIT_SEED)
+    test = np.zeros(len(y), dtype=bool)
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        n_test = int(round(DIGITS_TEST_FRACTION * len(idx)))
+        test[rng.permutation(idx)[:n_test]] = True
+    return test
+
+
+def digits_arrays(train: bool) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled 8x8 digits as uint8 (N, 1, 8, 8) 0..255 and int64 labels; train or test part."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = np.rint(d.images * (255.0 / 16.0)).astype(np.uint8)[:, None, :, :]
+    y = d.target.astype(np.int64)
+    test = _digits_split(y)
+    keep = ~test if train else test
+    return np.ascontiguousarray(x[keep]), np.ascontiguousarray(y[keep])
+
+
+# --- registration --------------------------------------------------------------------------
+
+
+def _mnist(root: Path, train: bool) -> tuple[np.ndarray, np.ndarray]:
+    from mincap import data  # lazy: mincap.data imports this module at its end
+
+    return data.load_arrays("mnist", str(root), train)
+
+
+def _binary_loader(root: Path, train: bool):
+    x, y = _mnist(root, train)
+    return binarize(x), y.copy()
+
+
+def _down_loader(factor: int):
+    def load_arrays(root: Path, train: bool):
+        x, y = _mnist(root, train)
+        return area_downsample(x, factor), y.copy()
+
+    return load_arrays
+
+
+def _k_loader(k: int):
+    def load_arrays(root: Path, train: bool):
+        x, y = _mnist(root, train)
+        return first_classes(x, y, k)
+
+    return load_arrays
+
+
+def _digits_loader(root: Path, train: bool):
+    return digits_arrays(train)
+
+
+def _register() -> None:
+    from mincap.data import DatasetInfo, register
+
+    register(DatasetInfo(
+        "mnist-binary", 10, _binary_loader,
+        f"MNIST binarized: pixel > {BINARY_THRESHOLD} -> 255 else 0, 28x28",
+    ))
+    register(DatasetInfo("mnist-14", 10, _down_loader(2), "MNIST area-averaged 2x2 -> 14x14"))
+    register(DatasetInfo("mnist-7", 10, _down_loader(4), "MNIST area-averaged 4x4 -> 7x7"))
+    for k in range(2, 10):
+        register(DatasetInfo(f"mnist-k{k}", k, _k_loader(k), f"MNIST digits 0..{k - 1} only, 28x28"))
+    register(DatasetInfo(
+        "digits", 10, _digits_loader,
+        "scikit-learn's 8x8 digits (1,797; 0..16 scaled to 0..255); seeded stratified 20% test split",
+    ))
+
+
+_register()
