@@ -34,6 +34,7 @@ import json
 import os
 import time
 from dataclasses import replace
+from pathlib import Path
 
 STRUCTURAL = ("family", "conv_depth", "pools", "head", "hidden_depth", "batch_norm", "activation",
               "batch_size", "mlp_depth")
@@ -44,10 +45,12 @@ def sample_settings(n: int, epochs: int, seed: int, structures: int, in_shape, n
     import optuna
 
     from mincap.search import sample_trial
-    from mincap.study import StudyConfig
+    from mincap.study import StudyConfig, load_study_file
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    cfg = StudyConfig()
+    # The default study's space (studies/mnist-99.toml), the dataclass defaults outside a checkout.
+    default = Path(__file__).resolve().parent.parent / "studies" / "mnist-99.toml"
+    cfg = load_study_file(default) if default.exists() else StudyConfig()
     study = optuna.create_study(directions=["minimize", "maximize"],
                                 sampler=optuna.samplers.RandomSampler(seed=seed))
     params = []

@@ -397,7 +397,7 @@ def _add_plot(sub) -> None:
         "Studies are read live from study files (.toml) or from summary JSON files (mincap summary --json).",
     )
     p.add_argument("inputs", nargs="*", metavar="STUDY",
-                   help="study files (.toml) or summary files (.json); default: studies/ladder/*.toml")
+                   help="study files (.toml) or summary files (.json); default: studies/mnist-99.toml and studies/ladder/*.toml")
     p.add_argument("--from-json", action="append", metavar="DIR", default=None,
                    help="read every DIR/*.summary.json (repeatable)")
     p.add_argument("--estimator", choices=ESTIMATORS, default="prequential", metavar="NAME",
@@ -422,7 +422,7 @@ def _cmd_plot(args) -> int:
 
     if not args.output.endswith((".png", ".svg")):
         raise MincapError(f"-o: the figure must end in .png or .svg, got {args.output}")
-    inputs = args.inputs or ([] if args.from_json else sorted(glob.glob("studies/ladder/*.toml")))
+    inputs = args.inputs or ([] if args.from_json else ["studies/mnist-99.toml", *sorted(glob.glob("studies/ladder/*.toml"))])
     rungs = plot.load_rungs(inputs, args.from_json, data_dir=args.data_dir, evaluate_test=not args.no_test,
                             save_json=args.save_json)
     drawn = plot.plot_ladder(rungs, args.output, estimator=args.estimator, data_dir=args.data_dir,
@@ -470,7 +470,12 @@ def main(argv: list[str] | None = None) -> int:
     except MincapError as err:
         print(f"mincap: error: {err}", file=sys.stderr)
         return err.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
+        from mincap.errors import Terminated
+
+        if isinstance(stop, Terminated):
+            print("mincap: terminated", file=sys.stderr)
+            return 143
         print("mincap: interrupted", file=sys.stderr)
         return 130
 

@@ -7,7 +7,7 @@ with its code. Bugs stay ordinary exceptions with tracebacks.
 
 from __future__ import annotations
 
-__all__ = ["MincapError", "NonFiniteLoss"]
+__all__ = ["MincapError", "NonFiniteLoss", "Terminated"]
 
 
 class MincapError(Exception):
@@ -20,3 +20,16 @@ class MincapError(Exception):
 
 class NonFiniteLoss(RuntimeError):
     """Training diverged (loss became NaN or inf); search marks the trial failed."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, a batch scheduler, systemd) handled like Ctrl-C.
+
+    A `KeyboardInterrupt` so that Optuna marks the running trial FAIL on the way out,
+    as it does for Ctrl-C, instead of leaving it RUNNING until its heartbeat goes stale.
+    Background jobs of a non-interactive shell ignore SIGINT, so SIGTERM is how they stop.
+    """
+
+
+def raise_terminated(signum, frame) -> None:
+    raise Terminated()

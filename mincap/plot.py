@@ -557,6 +557,7 @@ def report_rows(rungs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "artifact_bits": c.get("artifact_bits"), "n_params": c.get("n_params"),
             "val_acc": c.get("val_acc"), "test_acc": c.get("test_acc"), "n_trials": r.get("n_trials"),
             "complete": (states.get("COMPLETE") or {}).get("trials", 0), "cpu_s": cpu_time_s(r),
+            "wall_s": r.get("search_wall_s"),
             "budget": (f"{cfg['budget_trials']} trials / "
                        + (_duration_txt(cfg["budget_timeout_s"]) if cfg.get("budget_timeout_s") else "no time limit")
                        if cfg.get("budget_trials") is not None else "-"),
@@ -569,8 +570,8 @@ def report_rows(rungs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _md_table(rows: list[dict[str, Any]]) -> list[str]:
     head = ("dataset", "asker (bits/image)", "pixels (bits)", "compressed (bits)", "labels (bits)",
             "prequential (bits)", "target", "chosen network", "artifact bits", "parameters", "val acc",
-            "test acc", "trials (complete)", "CPU time", "budget")
-    out = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * 6 + ["---"] + ["---:"] * 7) + "|"]
+            "test acc", "trials (complete)", "trial time", "search wall time", "budget per run")
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * 6 + ["---"] + ["---:"] * 8) + "|"]
     for w in rows:
         e = w["entropy"]
         out.append("| " + " | ".join([
@@ -579,7 +580,7 @@ def _md_table(rows: list[dict[str, Any]]) -> list[str]:
             f"{w['artifact_bits']:,}" if w["artifact_bits"] is not None else "-",
             f"{w['n_params']:,}" if w["n_params"] is not None else "-",
             _pct(w["val_acc"]), _pct(w["test_acc"]), f"{w['n_trials']} ({w['complete']})",
-            _duration_txt(w["cpu_s"]), w["budget"],
+            _duration_txt(w["cpu_s"]), _duration_txt(w["wall_s"]) if w.get("wall_s") is not None else "-", w["budget"],
         ]) + " |")
     return out
 
@@ -644,7 +645,9 @@ def report_markdown(rungs: list[dict[str, Any]], *, figure: str | Path, pareto: 
     lines += [
         f"- **Machine**: {machine_txt}.",
         f"- **Budget** per rung: {', '.join(budgets) if budgets else 'not recorded'} "
-        "(`[budget]` of each study file); CPU time below is the sum of the trials' durations.",
+        "(`[budget]` of each study file, per `mincap search` run); trial time below is the sum of the "
+        "trials' durations, search wall time the time during which at least one trial was running, "
+        "over all runs and workers.",
         "- **Chosen network**: the smallest `.mincap` artifact whose validation accuracy reaches the "
         "target; its test accuracy is reported, never used to choose.",
         "- **Entropy columns** (`mincap entropy`, official training part): `asker` is bits per image "

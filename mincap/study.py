@@ -112,13 +112,17 @@ class EarlyStop:
     """Stop a trial whose validation curve falls `margin` below every target-reaching trial's curve.
 
     Curves are compared at the same fraction of the training run (epoch / epochs), from
-    `min_progress` on, and only once `min_feasible` trials have reached the target.
+    `min_progress` on, and only once `min_feasible` trials have reached the target. Before
+    that (and always), a trial more than `hopeless` below the target from `min_progress` on
+    is stopped too: with a one-cycle schedule a net at 30% of its run that is still 10
+    points short does not close the gap (none did in the first MNIST study).
     """
 
     enabled: bool = True
     margin: float = 0.02
     min_progress: float = 0.3
     min_feasible: int = 2
+    hopeless: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -161,7 +165,7 @@ def _convert(key: str, value: Any, hint: Any) -> Any:
         out = tuple(_convert(key, v, elem) for v in value)
         if len(args) == 2 and args[1] is not Ellipsis and out[0] > out[1]:
             raise MincapError(f"{key}: low {out[0]} is above high {out[1]}")
-        if not out:
+        if not out and key != "study.seeds":  # no seed trials is a valid choice; no choices is not
             raise MincapError(f"{key}: empty list")
         return out
     if hint is bool:
@@ -222,6 +226,7 @@ def _validate(cfg: StudyConfig) -> None:
     unknown = [p for p in s.seeds if p not in PRESETS]
     need(not unknown, f"study.seeds: unknown preset {unknown[0]!r}" if unknown else "")
     need(0.0 <= cfg.early_stop.margin <= 1.0, "early_stop.margin: must be within [0, 1]")
+    need(0.0 < cfg.early_stop.hopeless <= 1.0, "early_stop.hopeless: must be within (0, 1]")
 
 
 def parse_study(raw: dict, *, path: str = "") -> StudyConfig:

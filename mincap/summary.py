@@ -115,11 +115,26 @@ def summarize(study, *, target: float, dataset: str, artifacts_dir=None, data_di
         else:
             chosen["test_acc"] = study.user_attrs.get(f"test_acc/{best.number}")
     saved = sum(t.user_attrs.get("early_stop_saved_s", 0.0) for t in trials)
-    fails = [{"trial": t.number, "reason": t.user_attrs.get("fail_reason", "")[:200]}
+    # Wall time spent searching, over all `mincap search` runs and workers: the union of the
+    # trials' intervals (a budget in the study file says nothing about how often it was run).
+    spans = sorted((t.datetime_start, t.datetime_complete) for t in trials if t.datetime_start and t.datetime_complete)
+    wall, end = 0.0, None
+    for a, b in spans:
+        if end is None or a > end:
+            wall += (b - a).total_seconds()
+            end = b
+        elif b > end:
+            wall += (b - end).total_seconds()
+            end = b
+    # A trial failed by the heartbeat check has no reason of its own: its process died (kill -9,
+    # a lost machine) and `mincap search` re-queued its parameters as a new trial.
+    retried = {t.system_attrs.get("failed_trial") for t in trials}
+    fails = [{"trial": t.number, "reason": t.user_attrs.get("fail_reason", "")[:200]
+              or ("its process stopped (stale heartbeat); parameters re-queued" if t.number in retried else "")}
              for t in trials if t.state.name == "FAIL"]
     return {
         "study": study.study_name, "dataset": dataset, "target": target, "n_trials": len(trials),
-        "states": states, "early_stop_saved_s": round(saved, 1), "pareto_front": front, "chosen": chosen,
+        "states": states, "search_wall_s": round(wall, 1), "early_stop_saved_s": round(saved, 1), "pareto_front": front, "chosen": chosen,
         "failures": fails, "entropy": cached_entropy(dataset, data_dir=data_dir),
     }
 

@@ -127,6 +127,12 @@ def test_sigkill_mid_trial_then_resume(tmp_path, mnist_root):
     retried = [t for t in after.values() if t.system_attrs.get("failed_trial") == killed]
     assert len(retried) == 1 and retried[0].state.name == "COMPLETE"
     assert retried[0].params == after[killed].params
+    cfg_study = optuna.load_study(study_name="kill", storage=cfg.storage_url)
+    from mincap.summary import summarize
+
+    fails = summarize(cfg_study, target=0.6, dataset="mnist", evaluate_test=False)["failures"]
+    assert [f["reason"] for f in fails if f["trial"] == killed] == [
+        "its process stopped (stale heartbeat); parameters re-queued"]
 
 
 def _wait_running(f, proc, timeout=240):
@@ -144,16 +150,22 @@ def _wait_running(f, proc, timeout=240):
     return None
 
 
-def test_ctrl_c_marks_the_running_trial_and_exits_cleanly(tmp_path, mnist_root):
+@pytest.mark.parametrize("sig,code,line,workers", [
+    (signal.SIGINT, 130, "mincap: interrupted", 1),
+    (signal.SIGTERM, 143, "mincap: terminated", 1),
+    (signal.SIGTERM, 143, "mincap: terminated", 2),  # forwarded to the worker processes
+])
+def test_ctrl_c_or_sigterm_marks_the_running_trial_and_exits_cleanly(tmp_path, mnist_root, sig, code, line, workers):
     f = make_study(tmp_path, name="intr", limit=3000, epochs=6)
-    cmd = [sys.executable, "-m", "mincap.cli", "search", str(f), "--trials", "3", "--no-progress"]
+    cmd = [sys.executable, "-m", "mincap.cli", "search", str(f), "--trials", "3", "--no-progress",
+           "--workers", str(workers)]
     p = subprocess.Popen(cmd, env=_env(mnist_root), stderr=subprocess.PIPE, text=True)
     number = _wait_running(f, p)
     assert number is not None
-    p.send_signal(signal.SIGINT)
+    p.send_signal(sig)
     err = p.communicate(timeout=120)[1]
-    assert p.returncode == 130, err
-    assert err.strip().splitlines()[-1] == "mincap: interrupted"
+    assert p.returncode == code, err
+    assert err.strip().splitlines()[-1] == line
     states = {t.number: t.state.name for t in _trials(f)}
     assert states[number] == "FAIL" and "RUNNING" not in states.values()
 
@@ -175,6 +187,36 @@ def test_two_workers_and_two_commands_share_a_study(tmp_path, mnist_root):
     numbers = [t.number for t in trials]
     assert len(numbers) == len(set(numbers)) == 5
     assert all(t.state.name == "COMPLETE" for t in trials), [t.system_attrs for t in trials]
+
+
+def test_worker_processes_give_the_single_process_results(tmp_path, mnist_root):
+    """The same fixed trial settings, run by one process and by two worker processes."""
+    settings = [{"family": "mlp", "activation": "relu", "mlp_depth": 1, "m0": w, "bits0": b, "bits1": b,
+                 "epochs": 1, "batch_size": 32, "lr": 0.01, "weight_decay": 1e-4, "augment": 0,
+                 "qat_fraction": 0.5, "prune_ratio": 0.0} for w, b in [(8, 4), (16, 3), (24, 5), (32, 6)]]
+    results = {}
+    for workers in (1, 2):
+        f = make_study(tmp_path, name=f"w{workers}", limit=300)
+        f.write_text(f.read_text().replace('seeds = ["mlp-32"]', "seeds = []"))
+        cfg = load_study_file(f)
+        study = search.open_study(cfg)
+        for p in settings:
+            study.enqueue_trial(p)
+        env = {k: v for k, v in _env(mnist_root).items() if k != "MINCAP_THREADS"}
+        cmd = [sys.executable, "-m", "mincap.cli", "search", str(f), "--no-progress", "--trials", "4",
+               "--workers", str(workers)]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
+        assert proc.returncode == 0, proc.stderr
+        results[workers] = {t.number: t for t in _trials(f)}
+    one, two = results[1], results[2]
+    assert sorted(one) == sorted(two) == [0, 1, 2, 3]
+    for n in one:
+        # an enqueued trial keeps its number (and so its seed) whichever worker runs it
+        assert one[n].params == two[n].params
+        assert one[n].state.name == two[n].state.name == "COMPLETE"
+        # thread counts differ (2 vs 1 per process): float reduction order only
+        assert abs(one[n].values[1] - two[n].values[1]) <= 0.01
+        assert abs(one[n].values[0] - two[n].values[0]) <= 0.05 * one[n].values[0]
 
 
 def test_plain_optuna_reads_what_summary_reports(tmp_path, mnist_root, capsys):
@@ -220,7 +262,15 @@ def test_early_stop_rule():
     assert rule.should_stop(2, 4, 0.80)  # 0.93 - 0.02 = 0.91 > 0.80
     assert not rule.should_stop(2, 4, 0.92)
     assert not rule.should_stop(4, 4, 0.0)  # the last epoch: nothing left to save
-    assert not search.EarlyStopRule(cfg, [[0.9]]).should_stop(3, 4, 0.0)  # too few feasible curves
+    assert not search.EarlyStopRule(cfg, [[0.9]]).should_stop(3, 4, 0.95)  # too few feasible curves
+    # feasible curves compare by their best so far: a dip (0.99 -> 0.80) does not lower the bar
+    noisy = search.EarlyStopRule(cfg, [[0.9, 0.99, 0.80, 0.995], [0.9, 0.98, 0.85, 0.992]])
+    assert noisy.should_stop(3, 4, 0.90)  # best 0.98 - 0.02 = 0.96 > 0.90
+    assert not noisy.should_stop(3, 4, 0.97)
+    # hopeless (more than 10 points under the 99% target) stops with no feasible trial at all
+    assert search.EarlyStopRule(cfg, []).should_stop(2, 4, 0.88)
+    assert not search.EarlyStopRule(cfg, []).should_stop(2, 4, 0.90)
+    assert not search.EarlyStopRule(cfg, []).should_stop(1, 4, 0.10)  # before min_progress
 
 
 def test_corrupt_database_one_line_exit_2(tmp_path, capsys):
@@ -236,3 +286,17 @@ def test_summary_of_missing_study(tmp_path, capsys):
     f = make_study(tmp_path, name="empty")
     assert main(["summary", str(f)]) == 2
     assert "no study named 'empty'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+def test_seed_preset_reproduces_its_architecture(preset):
+    import optuna
+
+    from mincap.models import PRESETS
+
+    cfg = load_study_file("studies/mnist-99.toml")
+    trial = optuna.trial.FixedTrial(search.preset_params(preset, cfg))
+    spec, train_cfg, comp = search.sample_trial(trial, cfg, (1, 28, 28), 10)
+    want = PRESETS[preset]
+    assert spec.convs == want.convs and spec.hidden == want.hidden and spec.head == want.head
+    assert train_cfg.epochs == cfg.space.epochs[1] and set(comp.bits_per_layer) == {4}
