@@ -422,8 +422,10 @@ def plot_ladder(rungs: list[dict[str, Any]], output: str | Path, *, estimator: s
         if p["preq"]:
             ax.plot([p["x"], p["x"]], [p["preq"], p["y"]], color="0.75", lw=0.8, zorder=1)
             ax.plot([p["x"]], [p["preq"]], marker="o", ms=6, mfc="white", color=PREQ_COLOR, zorder=3)
-            label_items.append((p["x"], p["preq"], f"prequential code of the labels: {_bits_txt(p['preq'])}",
-                                PREQ_COLOR, -1))
+            # On the prequential X axis these points sit on y = x: that line's label names them,
+            # and six copies of one sentence would crowd out the rung labels.
+            if estimator != "prequential":
+                label_items.append((p["x"], p["preq"], f"prequential: {_bits_txt(p['preq'])}", PREQ_COLOR, -1))
 
     for i, p in enumerate(points):
         color = RUNG_COLORS[i % len(RUNG_COLORS)]
@@ -443,10 +445,13 @@ def plot_ladder(rungs: list[dict[str, Any]], output: str | Path, *, estimator: s
     _place_labels(fig, ax, label_items)
     avoid = [(p["x"], p["y"]) for p in points] + [(p["x"], p["preq"]) for p in points if p["preq"]]
     avoid += [(mnist_x, b) for _, b in ANCHORS] if mnist_x else []
-    _line_label(fig, ax, 1.0, ("y = x: network bits = estimate", "y = x"), "0.4", avoid)
+    on_diagonal = ("y = x: network bits = estimate (hollow circles: each rung's prequential code)"
+                   if estimator == "prequential" else "y = x: network bits = estimate")
+    _line_label(fig, ax, 1.0, (on_diagonal, "y = x: network bits = estimate", "y = x"), "0.4", avoid)
     _line_label(fig, ax, 16.0, (
         f"MacKay as the learner used it: estimate / 2 weights × {MACKAY_FLOAT_BITS}-bit floats (y = 16x)",
         f"MacKay as the learner: /2 weights × {MACKAY_FLOAT_BITS} bits",
+        "MacKay as the learner: y = 16x",
         "MacKay ×16",
     ), "tab:orange", avoid)
 

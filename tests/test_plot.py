@@ -161,3 +161,21 @@ def test_parser_does_not_import_matplotlib():
         capture_output=True, text=True,
     )
     assert r.stdout.strip() == "False False"
+
+
+def test_committed_results_regenerate_from_the_committed_summaries(tmp_path):
+    """studies/RESULTS.md's tables are what `mincap plot --from-json` makes of the committed summaries."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "studies"
+    committed = (root / "RESULTS.md").read_text()
+    md = tmp_path / "RESULTS.md"
+    rc = main(["plot", "--from-json", str(root), "--from-json", str(root / "ladder"), "--no-compute",
+               "-o", str(tmp_path / "ladder.png"), "--report", str(md)])
+    assert rc == 0
+
+    def tables(text):
+        return text[text.index("## Every rung"):text.index("## Conclusions")]
+
+    assert tables(md.read_text()) == tables(committed)
+    assert (tmp_path / "ladder.png").stat().st_size > 10_000
