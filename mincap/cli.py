@@ -10,7 +10,7 @@ import json
 import sys
 from dataclasses import fields
 
-from mincap.errors import MincapError
+from mincap.errors import MincapError, Terminated
 
 __all__ = ["main"]
 
@@ -471,8 +471,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mincap: error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt as stop:
-        from mincap.errors import Terminated
-
         if isinstance(stop, Terminated):
             print("mincap: terminated", file=sys.stderr)
             return 143

@@ -585,7 +585,7 @@ def _md_table(rows: list[dict[str, Any]]) -> list[str]:
             f"{w['artifact_bits']:,}" if w["artifact_bits"] is not None else "-",
             f"{w['n_params']:,}" if w["n_params"] is not None else "-",
             _pct(w["val_acc"]), _pct(w["test_acc"]), f"{w['n_trials']} ({w['complete']})",
-            _duration_txt(w["cpu_s"]), _duration_txt(w["wall_s"]) if w.get("wall_s") is not None else "-", w["budget"],
+            _duration_txt(w["cpu_s"]), _duration_txt(w["wall_s"]), w["budget"],
         ]) + " |")
     return out
 

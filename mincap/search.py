@@ -22,10 +22,10 @@ storage URL works (`postgresql://...`, `mysql://...`); a path ending in `.log` o
 Early stopping (Optuna's pruners do not support multi-objective studies): a trial stops
 when, at training progress f = epoch / epochs >= `min_progress`, its best validation
 accuracy so far is more than `margin` below the lowest best-so-far accuracy any
-target-reaching trial had at the same progress (interpolated), once `min_feasible` such trials exist; and, from `min_progress` on
-whatever the other trials did, when it is more than `hopeless` (10 points) below the
-target. It is recorded as PRUNED
-with the estimated seconds saved in `early_stop_saved_s`.
+target-reaching trial had at the same progress (interpolated), once `min_feasible` such
+trials exist; and, from `min_progress` on whatever the other trials did, when it is more
+than `hopeless` (10 points) below the target. It is recorded as PRUNED with the
+estimated seconds saved in `early_stop_saved_s`.
 """
 
 from __future__ import annotations
@@ -409,12 +409,12 @@ def enqueue_seeds(study, cfg: StudyConfig) -> None:
     failed is not enqueued again on every resume; studies from before that list held
     `True` and fall back on `skip_if_exists` (a preset whose trial already ran is skipped).
     """
-    done = study.user_attrs.get("seeded", [])
-    done = [] if done is True else list(done)
+    seeded = study.user_attrs.get("seeded")
+    done = list(seeded) if isinstance(seeded, list) else []
     new = [name for name in cfg.study.seeds if name not in done]
     for name in new:
         study.enqueue_trial(preset_params(name, cfg), skip_if_exists=True)
-    if new or not isinstance(study.user_attrs.get("seeded"), list):
+    if new or not isinstance(seeded, list):
         study.set_user_attr("seeded", done + new)
 
 
@@ -454,16 +454,14 @@ def run_search(cfg: StudyConfig, opts: SearchOptions) -> dict:
     import multiprocessing as mp
 
     from mincap.progress import SearchMonitor
+    from mincap.train import available_cores
 
     study = open_study(cfg, url=opts.storage_url)  # creates it once, before any worker races
     enqueue_seeds(study, cfg)
     n_before = len([t for t in study.get_trials(deepcopy=False) if t.state.name != "WAITING"])
     total = opts.trials if opts.trials is not None else cfg.budget.trials
     workers = max(1, opts.workers)
-    # The cores this process may run on (taskset / cgroup pinning), not the machine's count:
-    # two pinned `mincap search` processes must not each start two threads on one core.
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = max(1, cores // workers)
+    threads = max(1, available_cores() // workers)
     t0 = time.perf_counter()
     timeout = opts.timeout_s if opts.timeout_s is not None else (cfg.budget.timeout_s or None)
     if threading.current_thread() is threading.main_thread():

@@ -12,7 +12,7 @@
                 heartbeat_interval_s, grace_period_s, sqlite_timeout_s
     [space]     the search space: a two-element list is a [low, high] range, a longer or
                 non-numeric list a set of choices, a scalar a fixed value
-    [early_stop] enabled, margin, min_progress
+    [early_stop] enabled, margin, min_progress, min_feasible, hopeless
 
 Unknown keys, wrong types and impossible ranges raise `MincapError` naming the key
 (`mincap` exits 2 with that one line).

@@ -86,8 +86,16 @@ class TrainResult:
 _threads_set = False
 
 
+def available_cores() -> int:
+    """The cores this process may run on (taskset / cgroup pinning), not the machine's count:
+    two pinned processes must not each start one thread per core of the machine."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def setup_threads(n: int | None = None) -> int:
-    """Set torch's intra-op threads once per process (default: all cores).
+    """Set torch's intra-op threads once per process (default: all available cores).
 
     Deliberate, because the best setting differs between one training per
     process (all cores) and several worker processes (one each).
@@ -95,7 +103,7 @@ def setup_threads(n: int | None = None) -> int:
     global _threads_set
     import torch
 
-    n = n or int(os.environ.get("MINCAP_THREADS", 0)) or os.cpu_count() or 1
+    n = n or int(os.environ.get("MINCAP_THREADS", 0)) or available_cores()
     if not _threads_set or torch.get_num_threads() != n:
         torch.set_num_threads(n)
         _threads_set = True
