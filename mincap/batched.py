@@ -630,12 +630,19 @@ def ask_group(study, cfg, in_shape, n_classes, k: int) -> list[tuple]:
     gets groups worth batching. Another worker on the same storage may take one of the
     enqueued trials; it then simply runs alone there.
     """
+    from optuna.trial import TrialState
+
     from mincap.search import sample_trial
 
+    # Trials already waiting (seeds, re-queued stale trials, a previous group's leftovers)
+    # are asked first whatever their structure -- train_many then splits the group -- and
+    # only the rest is filled with copies of the first trial's structure, so a search
+    # leaves no enqueued trials of its own behind.
+    waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
     first = study.ask()
     out = [(first, *sample_trial(first, cfg, in_shape, n_classes))]
     fixed = {name: v for name, v in first.params.items() if _structural(name)}
-    for _ in range(k - 1):
+    for _ in range(k - 1 - max(0, waiting - 1)):
         study.enqueue_trial(fixed)
     for _ in range(k - 1):
         t = study.ask()

@@ -208,25 +208,40 @@ def export(model: nn.Module, spec: Spec) -> bytes:
 
 
 def train_compressed(spec: Spec, splits: Splits, train_cfg: TrainConfig, comp: CompressConfig, *,
-                     on_epoch=None, device=None) -> Compressed:
+                     on_epoch=None, device=None, pretrained=None) -> Compressed:
     """init_model(spec, train_cfg.seed) -> train (float, then QAT for the last comp.qat_epochs) -> prune/fine-tune
-    as configured -> fold BN -> encode artifact -> DECODE it -> evaluate decoded model on splits.val."""
+    as configured -> fold BN -> encode artifact -> DECODE it -> evaluate decoded model on splits.val.
+
+    `pretrained=(model, TrainResult)` skips the first two steps: `model` holds the latent
+    weights that phase produced, without parametrizations -- what `mincap.batched.train_many`
+    returns for `quant=qat_plan(spec, train_cfg, comp)`, which trains that phase for many
+    trials at once. `train_time_s` then counts the pretrained phase's own time too.
+    """
     from mincap import quant
     from mincap.artifact import decode
     from mincap.train import evaluate, init_model, train
 
     device = device or "cpu"
     t0 = time.perf_counter()
-    model = init_model(spec, train_cfg.seed, device)
+    if pretrained is None:
+        model = init_model(spec, train_cfg.seed, device)
+    else:
+        model, first = pretrained
+        model = model.to(device)
     bits = comp.layer_bits(len(quant.quant_layers(model)))
     qspecs = [None if b is None else quant.QuantSpec(b, comp.per_channel, comp.symmetric) for b in bits]
-    quant.attach_fake_quant(model, qspecs, enabled=train_cfg.epochs <= comp.qat_epochs)
-    switch = train_cfg.epochs - comp.qat_epochs
+    if pretrained is None:
+        quant.attach_fake_quant(model, qspecs, enabled=train_cfg.epochs <= comp.qat_epochs)
+        switch = train_cfg.epochs - comp.qat_epochs
 
-    def on_epoch_start(epoch: int, m) -> None:
-        quant.set_fake_quant(m, epoch >= switch)
+        def on_epoch_start(epoch: int, m) -> None:
+            quant.set_fake_quant(m, epoch >= switch)
 
-    history = list(train(model, splits, train_cfg, on_epoch=on_epoch, on_epoch_start=on_epoch_start).history)
+        first = train(model, splits, train_cfg, on_epoch=on_epoch, on_epoch_start=on_epoch_start)
+    else:
+        quant.attach_fake_quant(model, qspecs, enabled=True)
+        t0 -= first.train_time_s
+    history = list(first.history)
     quant.set_fake_quant(model, True)
     ft_cfg = replace(train_cfg, epochs=comp.prune_finetune_epochs, lr=train_cfg.lr / 2)
 

@@ -58,6 +58,7 @@ class SearchOptions:
     storage_url: str | None = None
     workers: int = 1
     device: str = "auto"
+    batch_trials: int = 0  # trials trained as one batched computation; 0 = auto (see group_size)
     data_dir: str | None = None
     progress: bool = True
 
@@ -316,7 +317,42 @@ class EarlyStopRule:
 # --- one trial ---------------------------------------------------------------------------------
 
 
+class TrialRun:
+    """One trial's bookkeeping while it trains: its validation curve and the early-stop decision."""
+
+    def __init__(self, trial, rule: EarlyStopRule, epochs: int) -> None:
+        self.trial, self.rule, self.epochs = trial, rule, epochs
+        self.curve: list[float] = []
+        self.saved_s: float | None = None  # set when the rule stopped the trial
+        self.t0 = time.perf_counter()
+
+    def on_epoch(self, stats) -> bool:
+        """`mincap.train`'s on_epoch callback: True = stop this trial's training now."""
+        self.curve.append(stats.val_acc)
+        self.trial.set_user_attr("progress", [len(self.curve), self.epochs, stats.val_acc])
+        n = len(self.curve)
+        if math.isnan(stats.train_loss) or n > self.epochs:  # fine-tuning epochs are not judged
+            return False
+        if self.rule.should_stop(n, self.epochs, max(self.curve)):
+            self.saved_s = (time.perf_counter() - self.t0) / n * (self.epochs - n)
+            return True
+        return False
+
+
+class _Stop(Exception):
+    """Raised out of a lone trial's training once the early-stop rule fired: nothing after it is needed."""
+
+
+def record_failure(trial, err: BaseException) -> None:
+    # Optuna 5 keeps no failure reason in storage; record it where summaries can read it.
+    trial.set_user_attr("fail_reason", f"{type(err).__name__}: {err}"[:500])
+
+
 class Objective:
+    """A trial in three steps -- `begin` (record the spec, set up early stopping), training,
+    `finish` (record size and accuracy, store the artifact) -- so that the batched path
+    (`mincap.search_batched`) can train many begun trials at once and finish each alone."""
+
     def __init__(self, cfg: StudyConfig, splits: Splits, device, artifact_store) -> None:
         self.cfg, self.splits, self.device, self.store = cfg, splits, device, artifact_store
 
@@ -330,48 +366,49 @@ class Objective:
     def __call__(self, trial) -> tuple[float, float]:
         import optuna
 
+        from mincap.compress import train_compressed
+
         try:
-            return self._run(trial)
+            spec, train_cfg, comp = sample_trial(trial, self.cfg, self.splits.in_shape, self.splits.n_classes)
+            run = self.begin(trial, spec, train_cfg)
+
+            def on_epoch(stats) -> bool:
+                if run.on_epoch(stats):
+                    raise _Stop
+                return False
+
+            try:
+                res = train_compressed(spec, self.splits, train_cfg, comp, on_epoch=on_epoch, device=self.device)
+            except _Stop:
+                res = None
+            return self.finish(run, res, comp)
         except optuna.TrialPruned:
             raise
         except Exception as err:
-            # Optuna 5 keeps no failure reason in storage; record it where summaries can read it.
-            trial.set_user_attr("fail_reason", f"{type(err).__name__}: {err}"[:500])
+            record_failure(trial, err)
             raise
 
-    def _run(self, trial) -> tuple[float, float]:
+    def begin(self, trial, spec, train_cfg) -> TrialRun:
+        from mincap.models import build, count_params
+
+        trial.set_user_attr("spec", spec.to_json())
+        trial.set_user_attr("n_params_initial", count_params(build(spec)))
+        return TrialRun(trial, EarlyStopRule(self.cfg, self._feasible_curves(trial.study)), train_cfg.epochs)
+
+    def finish(self, run: TrialRun, res, comp) -> tuple[float, float]:
+        """Record a trained trial (`res`: its `Compressed`, None when early-stopped); its two objective values."""
         import tempfile
 
         import optuna
 
         from mincap.artifact import write
-        from mincap.compress import train_compressed
-        from mincap.models import build, count_params
 
-        spec, train_cfg, comp = sample_trial(trial, self.cfg, self.splits.in_shape, self.splits.n_classes)
-        trial.set_user_attr("spec", spec.to_json())
-        trial.set_user_attr("n_params_initial", count_params(build(spec)))
-        rule = EarlyStopRule(self.cfg, self._feasible_curves(trial.study))
-        curve: list[float] = []
-        t0 = time.perf_counter()
-        stopped: dict[str, float] = {}
-
-        def on_epoch(stats) -> bool:
-            curve.append(stats.val_acc)
-            trial.set_user_attr("progress", [len(curve), train_cfg.epochs, stats.val_acc])
-            if math.isnan(stats.train_loss):
-                return False
-            if len(curve) <= train_cfg.epochs and rule.should_stop(len(curve), train_cfg.epochs, max(curve)):
-                per_epoch = (time.perf_counter() - t0) / len(curve)
-                stopped["saved_s"] = per_epoch * (train_cfg.epochs - len(curve))
-                return True
-            return False
-
-        res = train_compressed(spec, self.splits, train_cfg, comp, on_epoch=on_epoch, device=self.device)
-        trial.set_user_attr("curve", curve[: train_cfg.epochs])
-        trial.set_user_attr("train_time_s", round(res.train_time_s, 2))
-        if stopped:
-            trial.set_user_attr("early_stop_saved_s", round(stopped["saved_s"], 1))
+        trial, curve = run.trial, run.curve
+        trial.set_user_attr("curve", curve[: run.epochs])
+        trial_time_s = res.train_time_s if res is not None else time.perf_counter() - run.t0
+        trial.set_user_attr("train_time_s", round(trial_time_s, 2))
+        if run.saved_s is not None:
+            trial.set_user_attr("early_stop_saved_s", round(run.saved_s, 1))
             trial.set_user_attr("early_stop_val_acc", curve[-1])
             raise optuna.TrialPruned(f"early stop at epoch {len(curve)}: val {curve[-1]:.4f}")
         size = res.size
@@ -432,7 +469,30 @@ def run_worker(cfg: StudyConfig, opts: SearchOptions, n_trials: int | None, work
     )
     objective = Objective(cfg, splits, device, _artifact_store(cfg))
     timeout = opts.timeout_s if opts.timeout_s is not None else (cfg.budget.timeout_s or None)
-    study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(Exception,), gc_after_trial=False)
+    k = group_size(opts.batch_trials, device)
+    if k > 1:
+        from mincap.search_batched import optimize_batched
+
+        optimize_batched(study, objective, n_trials=n_trials, timeout_s=timeout, group_size=k)
+    else:
+        study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(Exception,), gc_after_trial=False)
+
+
+GPU_GROUP = 8  # trials per batched group on CUDA when not given
+
+
+def group_size(batch_trials: int, device) -> int:
+    """Trials per batched group: `batch_trials` when given, else `GPU_GROUP` on CUDA and 1 on CPU.
+
+    On the 2-core CPU machine one trial after another is the fastest path measured
+    (bench/search_speed.py: batched groups of 2 ran at 0.47x), so batching is only the
+    default where many small networks leave a GPU idle.
+    """
+    if batch_trials < 0:
+        raise MincapError("--batch-trials must be >= 0 (0 = automatic)")
+    if batch_trials:
+        return batch_trials
+    return GPU_GROUP if str(device).startswith("cuda") else 1
 
 
 def _worker_main(cfg, opts, n_trials, worker, threads) -> None:  # pragma: no cover - child process

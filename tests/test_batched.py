@@ -201,3 +201,30 @@ def test_ask_group_shares_a_structure():
     assert batched.group_trials(specs, cfgs) == [[0, 1, 2, 3]]
     assert len({s for s in specs}) > 1  # widths differ
     assert len({c.seed for c in cfgs}) == 4
+
+
+def test_train_compressed_continues_from_the_batched_phase(small):
+    """`train_compressed(pretrained=train_many(...)[i])` = `train_compressed` alone: pruning, export, decode.
+
+    Same tolerance as the QAT phase: final widths equal, decoded val accuracy within 0.01,
+    artifact size within 2%. An untrained model passed as `pretrained` is used as given
+    (chance accuracy), so the check cannot pass by training again from scratch.
+    """
+    from mincap.compress import CompressConfig, train_compressed
+
+    specs = [_cnn(6, 8, 16), _cnn(4, 10, 12)]
+    cfgs = [train.TrainConfig(epochs=2, batch_size=64, seed=20 + i, lr=0.01, augment_shift=0) for i in range(2)]
+    comps = [CompressConfig(bits=4, qat_epochs=1, prune_ratio=0.25, prune_finetune_epochs=1),
+             CompressConfig(bits_per_layer=(3, 4, 5, 6), qat_epochs=1)]
+    outs = batched.train_many(specs, small, cfgs, quant=[batched.qat_plan(*a) for a in zip(specs, cfgs, comps)])
+    for spec, cfg, comp, out in zip(specs, cfgs, comps, outs):
+        alone = train_compressed(spec, small, cfg, comp)
+        cont = train_compressed(spec, small, cfg, comp, pretrained=out)
+        assert cont.spec == alone.spec
+        assert abs(cont.val_acc - alone.val_acc) < 0.01 and cont.val_acc > 0.5
+        assert abs(cont.size["artifact_bits"] - alone.size["artifact_bits"]) <= 0.02 * alone.size["artifact_bits"]
+        assert cont.history[:2] == out.result.history and len(cont.history) == len(alone.history)
+        assert cont.train_time_s >= out.result.train_time_s
+    blank = train_compressed(specs[1], small, cfgs[1], comps[1],
+                             pretrained=(train.init_model(specs[1], 0), train.TrainResult()))
+    assert blank.val_acc < 0.3 and blank.history == []

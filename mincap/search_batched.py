@@ -1,0 +1,143 @@
+"""The batched search loop: trials asked in groups that share a layer structure and train as one computation.
+
+`optimize_batched` replaces `study.optimize` when `mincap search` runs with a group size
+above 1 (the default on CUDA, `--batch-trials N` anywhere). Per group:
+
+1. `mincap.batched.ask_group` asks up to N trials: the first sampled freely, the others
+   with its structural parameters fixed, so the sampler still draws their widths,
+   learning rates, bit widths and epochs;
+2. `Objective.begin` records each trial's spec and early-stop rule;
+3. `mincap.batched.train_many` trains the float + QAT phase of all of them at once
+   (each member stops on its own: epochs, early-stop rule or a non-finite loss);
+4. per trial, `train_compressed(pretrained=...)` prunes, fine-tunes, exports, decodes
+   and evaluates, and `Objective.finish` records it -- exactly the single-trial path's
+   steps from there on -- and the trial is told COMPLETE, PRUNED or FAIL.
+
+Each trial's result equals what it gets alone within float32 noise (tests/test_batched.py,
+tests/test_search_batched.py). `train_time_s` of a batched trial is its group's shared
+time plus its own post-processing, so summing it over trials overstates the cost; the
+summary's search wall time (union of trial intervals) does not. Trials record their group
+as `batch_group` = [first trial number, group size].
+
+Operations match `study.optimize`: heartbeats for every running trial of the group (a
+thread, while the group trains), stale trials of dead workers failed and re-queued
+before each group, an exception fails only the trials it concerns (a failure inside
+the batched phase fails the group), and Ctrl-C / SIGTERM fail the group's unfinished
+trials and propagate.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mincap.search import Objective
+
+__all__ = ["optimize_batched"]
+
+
+class _Heartbeat:
+    """Record a heartbeat for each trial of a group every `heartbeat_interval_s` (RDB storages only)."""
+
+    def __init__(self, storage, trials: list) -> None:
+        self.storage, self.ids = storage, [t._trial_id for t in trials]
+        enabled = getattr(storage, "is_heartbeat_enabled", lambda: False)()
+        self.interval = storage.get_heartbeat_interval() if enabled else None
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True) if enabled else None
+
+    def _run(self) -> None:
+        while True:
+            for trial_id in list(self.ids):
+                try:
+                    self.storage.record_heartbeat(trial_id)
+                except Exception:  # noqa: BLE001 - a busy database: try again next beat
+                    pass
+            if self.stop.wait(self.interval):
+                return
+
+    def done(self, trial) -> None:
+        if trial._trial_id in self.ids:
+            self.ids.remove(trial._trial_id)
+
+    def __enter__(self) -> _Heartbeat:
+        if self.thread is not None:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join()
+
+
+def optimize_batched(study, objective: Objective, *, n_trials: int | None, timeout_s: float | None,
+                     group_size: int) -> int:
+    """Run trials in groups of up to `group_size` until `n_trials` or `timeout_s`; returns the trials run."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from mincap.batched import ask_group, qat_plan, train_many
+    from mincap.compress import train_compressed
+    from mincap.search import record_failure
+
+    import warnings
+
+    # study.ask() warns that heartbeats are meant for study.optimize; this loop sends them itself.
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+    splits, device = objective.splits, objective.device
+    storage = study._storage  # Optuna's own optimize loop reaches it the same way
+    heartbeats = getattr(storage, "is_heartbeat_enabled", lambda: False)()
+    t0 = time.perf_counter()
+    n_done = 0
+    while (n_trials is None or n_done < n_trials) and (timeout_s is None or time.perf_counter() - t0 < timeout_s):
+        if heartbeats:
+            optuna.storages.fail_stale_trials(study)
+        k = group_size if n_trials is None else min(group_size, n_trials - n_done)
+        group = ask_group(study, objective.cfg, splits.in_shape, splits.n_classes, k)
+        trials = [g[0] for g in group]
+        open_ = {t.number for t in trials}
+
+        def tell(trial, values=None, state=TrialState.COMPLETE) -> None:
+            study.tell(trial, values, state=state)
+            open_.discard(trial.number)
+            beat.done(trial)
+
+        with _Heartbeat(storage, trials) as beat:
+            try:
+                for t in trials:
+                    t.set_user_attr("batch_group", [trials[0].number, len(trials)])
+                runs = [objective.begin(t, spec, cfg) for t, spec, cfg, _ in group]
+                trained = train_many(
+                    [g[1] for g in group], splits, [g[2] for g in group], device=device,
+                    on_epoch=lambda i, stats: runs[i].on_epoch(stats),
+                    quant=[qat_plan(spec, cfg, comp) for _, spec, cfg, comp in group],
+                )
+                for (trial, spec, cfg, comp), run, out in zip(group, runs, trained):
+                    try:
+                        if out.error is not None:
+                            raise out.error
+                        res = None
+                        if run.saved_s is None:
+                            res = train_compressed(spec, splits, cfg, comp, on_epoch=run.on_epoch, device=device,
+                                                   pretrained=out)
+                        tell(trial, objective.finish(run, res, comp))
+                    except optuna.TrialPruned:
+                        tell(trial, state=TrialState.PRUNED)
+                    except Exception as err:
+                        record_failure(trial, err)
+                        tell(trial, state=TrialState.FAIL)
+            except KeyboardInterrupt:
+                for t in trials:
+                    if t.number in open_:
+                        study.tell(t, state=TrialState.FAIL)
+                raise
+            except Exception as err:  # the batched phase failed (e.g. out of GPU memory): its trials with it
+                for t in trials:
+                    if t.number in open_:
+                        record_failure(t, err)
+                        tell(t, state=TrialState.FAIL)
+        n_done += len(trials)
+    return n_done
