@@ -38,15 +38,20 @@ if TYPE_CHECKING:
 __all__ = ["optimize_batched"]
 
 
+def heartbeat_interval(storage) -> int | None:
+    """Seconds between heartbeats, None where the storage keeps none (Journal, or RDB without them)."""
+    get = getattr(storage, "get_heartbeat_interval", None)  # Optuna's BaseHeartbeat storages (RDB)
+    return get() if get is not None else None
+
+
 class _Heartbeat:
-    """Record a heartbeat for each trial of a group every `heartbeat_interval_s` (RDB storages only)."""
+    """The group's trials not yet told: a heartbeat for each every `heartbeat_interval_s` (RDB storages only)."""
 
     def __init__(self, storage, trials: list) -> None:
         self.storage, self.ids = storage, [t._trial_id for t in trials]
-        enabled = getattr(storage, "is_heartbeat_enabled", lambda: False)()
-        self.interval = storage.get_heartbeat_interval() if enabled else None
+        self.interval = heartbeat_interval(storage)
         self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True) if enabled else None
+        self.thread = threading.Thread(target=self._run, daemon=True) if self.interval else None
 
     def _run(self) -> None:
         while True:
@@ -58,9 +63,14 @@ class _Heartbeat:
             if self.stop.wait(self.interval):
                 return
 
-    def done(self, trial) -> None:
-        if trial._trial_id in self.ids:
-            self.ids.remove(trial._trial_id)
+    def open(self, trials: list) -> list:
+        """The trials not yet told."""
+        return [t for t in trials if t._trial_id in self.ids]
+
+    def tell(self, study, trial, values=None, state=None) -> None:
+        """`study.tell` and no more heartbeats for the trial."""
+        study.tell(trial, values, state=state)
+        self.ids.remove(trial._trial_id)
 
     def __enter__(self) -> _Heartbeat:
         if self.thread is not None:
@@ -76,6 +86,8 @@ class _Heartbeat:
 def optimize_batched(study, objective: Objective, *, n_trials: int | None, timeout_s: float | None,
                      group_size: int) -> int:
     """Run trials in groups of up to `group_size` until `n_trials` or `timeout_s`; returns the trials run."""
+    import warnings
+
     import optuna
     from optuna.trial import TrialState
 
@@ -83,13 +95,11 @@ def optimize_batched(study, objective: Objective, *, n_trials: int | None, timeo
     from mincap.compress import train_compressed
     from mincap.search import record_failure
 
-    import warnings
-
     # study.ask() warns that heartbeats are meant for study.optimize; this loop sends them itself.
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
     splits, device = objective.splits, objective.device
     storage = study._storage  # Optuna's own optimize loop reaches it the same way
-    heartbeats = getattr(storage, "is_heartbeat_enabled", lambda: False)()
+    heartbeats = heartbeat_interval(storage) is not None
     t0 = time.perf_counter()
     n_done = 0
     while (n_trials is None or n_done < n_trials) and (timeout_s is None or time.perf_counter() - t0 < timeout_s):
@@ -98,13 +108,6 @@ def optimize_batched(study, objective: Objective, *, n_trials: int | None, timeo
         k = group_size if n_trials is None else min(group_size, n_trials - n_done)
         group = ask_group(study, objective.cfg, splits.in_shape, splits.n_classes, k)
         trials = [g[0] for g in group]
-        open_ = {t.number for t in trials}
-
-        def tell(trial, values=None, state=TrialState.COMPLETE) -> None:
-            study.tell(trial, values, state=state)
-            open_.discard(trial.number)
-            beat.done(trial)
-
         with _Heartbeat(storage, trials) as beat:
             try:
                 for t in trials:
@@ -112,7 +115,7 @@ def optimize_batched(study, objective: Objective, *, n_trials: int | None, timeo
                 runs = [objective.begin(t, spec, cfg) for t, spec, cfg, _ in group]
                 trained = train_many(
                     [g[1] for g in group], splits, [g[2] for g in group], device=device,
-                    on_epoch=lambda i, stats: runs[i].on_epoch(stats),
+                    on_epoch=lambda i, stats, runs=runs: runs[i].on_epoch(stats),
                     quant=[qat_plan(spec, cfg, comp) for _, spec, cfg, comp in group],
                 )
                 for (trial, spec, cfg, comp), run, out in zip(group, runs, trained):
@@ -123,21 +126,19 @@ def optimize_batched(study, objective: Objective, *, n_trials: int | None, timeo
                         if run.saved_s is None:
                             res = train_compressed(spec, splits, cfg, comp, on_epoch=run.on_epoch, device=device,
                                                    pretrained=out)
-                        tell(trial, objective.finish(run, res, comp))
+                        beat.tell(study, trial, objective.finish(run, res, comp))
                     except optuna.TrialPruned:
-                        tell(trial, state=TrialState.PRUNED)
+                        beat.tell(study, trial, state=TrialState.PRUNED)
                     except Exception as err:
                         record_failure(trial, err)
-                        tell(trial, state=TrialState.FAIL)
+                        beat.tell(study, trial, state=TrialState.FAIL)
             except KeyboardInterrupt:
-                for t in trials:
-                    if t.number in open_:
-                        study.tell(t, state=TrialState.FAIL)
+                for t in beat.open(trials):
+                    beat.tell(study, t, state=TrialState.FAIL)
                 raise
             except Exception as err:  # the batched phase failed (e.g. out of GPU memory): its trials with it
-                for t in trials:
-                    if t.number in open_:
-                        record_failure(t, err)
-                        tell(t, state=TrialState.FAIL)
+                for t in beat.open(trials):
+                    record_failure(t, err)
+                    beat.tell(study, t, state=TrialState.FAIL)
         n_done += len(trials)
     return n_done

@@ -1,12 +1,19 @@
 """The batched search loop (mincap.search_batched) on CPU: same study results as one trial at a time."""
 
+import signal
+import subprocess
+import sys
+import time
+
 import optuna
 import pytest
 
-from mincap import search
-from mincap.study import load_study_file
+# tests/ is on sys.path (pytest's rootdir-relative imports)
+from test_search import _env, _trials, _wait_running, make_study
 
-from test_search import make_study  # tests/ is on sys.path (pytest rootdir-relative import)
+from mincap import search
+from mincap.cli import main
+from mincap.study import load_study_file
 
 SETTINGS = [{"family": "mlp", "activation": "relu", "mlp_depth": 1, "m0": w, "bits0": b, "bits1": b,
              "epochs": 2, "batch_size": 32, "lr": 0.01, "weight_decay": 1e-4, "augment": 0,
@@ -86,3 +93,39 @@ def test_group_size_rule():
     assert search.group_size(3, "cpu") == 3
     with pytest.raises(Exception, match="batch-trials"):
         search.group_size(-1, "cpu")
+
+
+def test_sigterm_fails_the_unfinished_trials_of_the_group(tmp_path, mnist_root):
+    f = make_study(tmp_path, name="bintr", limit=3000, epochs=6)
+    cmd = [sys.executable, "-m", "mincap.cli", "search", str(f), "--trials", "4", "--no-progress",
+           "--batch-trials", "2"]
+    p = subprocess.Popen(cmd, env=_env(mnist_root), stderr=subprocess.PIPE, text=True)
+    number = _wait_running(f, p)
+    assert number is not None
+    p.send_signal(signal.SIGTERM)
+    err = p.communicate(timeout=120)[1]
+    assert p.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "mincap: terminated"
+    states = {t.number: t.state.name for t in _trials(f)}
+    assert states[number] == "FAIL" and "RUNNING" not in states.values()
+
+
+def test_sigkill_mid_group_then_resume(tmp_path, mnist_root):
+    """The group's heartbeats let the next search fail the killed trials and re-run their parameters."""
+    f = make_study(tmp_path, name="bkill", limit=3000, epochs=6)
+    cmd = [sys.executable, "-m", "mincap.cli", "search", str(f), "--trials", "2", "--no-progress",
+           "--batch-trials", "2"]
+    p = subprocess.Popen(cmd, env=_env(mnist_root), stderr=subprocess.DEVNULL)
+    assert _wait_running(f, p) is not None
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    killed = [t.number for t in _trials(f) if t.state.name == "RUNNING"]
+    assert len(killed) == 2
+    time.sleep(load_study_file(f).storage.grace_period_s + 2)
+    assert main(["search", str(f), "--trials", "2", "--no-progress", "--batch-trials", "2",
+                 "--data-dir", str(mnist_root)]) == 0
+    after = {t.number: t for t in _trials(f)}
+    assert all(after[n].state.name == "FAIL" for n in killed)
+    retried = sorted(t.system_attrs.get("failed_trial") for t in after.values() if "failed_trial" in t.system_attrs)
+    assert retried == killed
+    assert all(t.state.name == "COMPLETE" for t in after.values() if "failed_trial" in t.system_attrs)
