@@ -197,25 +197,25 @@ def _extract(big, small_shape, key: str, flat_key: str | None, c_small: int, c_b
 # --- the group loop --------------------------------------------------------------------------
 
 
-def _shift_many(xb, shifts: list[int], gens: list) -> torch.Tensor:
-    """`mincap.train._shift` for N members at once: xb (N, B, C, H, W), member i shifted by up to shifts[i].
+def _draw_shifts(shifts: list[int], gens: list, b: int) -> torch.Tensor:
+    """One step's shift offsets (N, 2, b) on the CPU: member i's from its own generator, as `_shift` draws them
+    (none where its shift is 0), moved by max(shifts) - shifts[i] to index the image padded by the largest shift."""
+    import torch
 
-    Each member's offsets come from its own generator with the same draw as `_shift`
-    (none where its shift is 0); padding by the largest shift with offsets moved by
-    the difference gives the same zero-filled images.
-    """
+    s_max = max(shifts)
+    d = torch.full((len(shifts), 2, b), s_max, dtype=torch.long)
+    for i, s in enumerate(shifts):
+        if s:
+            d[i] = torch.randint(0, 2 * s + 1, (2, b), generator=gens[i]) + (s_max - s)
+    return d
+
+
+def _apply_shifts(xb, d, s_max: int) -> torch.Tensor:
+    """Shift xb (N, B, C, H, W) by offsets d (N, 2, B) into the zero-padded image; same result as `_shift`."""
     import torch
     import torch.nn.functional as F
 
     n, b, c, h, w = xb.shape
-    s_max = max(shifts)
-    if s_max == 0:
-        return xb
-    d = torch.full((n, 2, b), s_max, dtype=torch.long)
-    for i, s in enumerate(shifts):
-        if s:
-            d[i] = torch.randint(0, 2 * s + 1, (2, b), generator=gens[i]) + (s_max - s)
-    d = d.to(xb.device)
     flat = xb.reshape(n * b, c, h, w)
     padded = F.pad(flat, (s_max,) * 4)
     dy = d[:, 0].reshape(-1)
@@ -225,6 +225,13 @@ def _shift_many(xb, shifts: list[int], gens: list) -> torch.Tensor:
     bi = torch.arange(n * b, device=xb.device)[:, None, None]
     out = padded[bi, :, rows, cols].permute(0, 3, 1, 2).contiguous()
     return out.reshape(n, b, c, h, w)
+
+
+def _shift_many(xb, shifts: list[int], gens: list) -> torch.Tensor:
+    """`mincap.train._shift` for N members at once: xb (N, B, C, H, W), member i shifted by up to shifts[i]."""
+    if max(shifts) == 0:
+        return xb
+    return _apply_shifts(xb, _draw_shifts(shifts, gens, xb.shape[1]).to(xb.device), max(shifts))
 
 
 def _fake_quant(w, m, hi, one_bit, en, per_channel: bool, symmetric: bool):
@@ -446,6 +453,14 @@ def _train_group(
     def per_member(vec, like):
         return vec.reshape((-1,) + (1,) * (like.dim() - 1))
 
+    # Every member's learning rate for every step, built once in double precision (torch's
+    # AdamW computes with Python floats): per-step host-to-device copies would make the GPU
+    # wait for the host at every step.
+    lr_table = torch.tensor([[m.cfg.lr * m.factor(t) for t in range(m.cfg.epochs * steps)]
+                             + [0.0] * ((max(mm.cfg.epochs for mm in members) - m.cfg.epochs) * steps)
+                             for m in members], dtype=torch.float64, device=device)
+    wd = torch.tensor([m.cfg.weight_decay for m in members], dtype=torch.float64, device=device)
+
     while members:
         te = time.perf_counter()
         base.train()
@@ -456,12 +471,14 @@ def _train_group(
         perms = torch.stack([torch.randperm(n, generator=m.gen) for m in members]).to(device)
         shifts = [m.cfg.augment_shift for m in members]
         gens = [m.gen for m in members]
+        if max(shifts):  # the epoch's offsets drawn up front (same draws, same order), one copy to the device
+            offsets = torch.stack([_draw_shifts(shifts, gens, bs) for _ in range(steps)]).to(device)
         loss_sum = torch.zeros(len(members), device=device)
         for i in range(steps):
             idx = perms[:, i * bs : (i + 1) * bs]  # (N, B)
             xb = x_all[idx]
             if max(shifts):
-                xb = _shift_many(xb, shifts, gens)
+                xb = _apply_shifts(xb, offsets[i], max(shifts))
             for k in params:
                 params[k].grad = None
             if engine == "vmap":
@@ -475,12 +492,12 @@ def _train_group(
             losses.sum().backward()
             # AdamW (decoupled weight decay), torch's single-tensor formula with per-member lr and decay.
             step += 1
-            lrs = [m.cfg.lr * m.factor(step - 1) for m in members]
+            lr = lr_table[:, step - 1]
             bc1 = 1 - BETA1**step
             bc2_sqrt = (1 - BETA2**step) ** 0.5
             # Per-member scalars are computed in double like torch's Python floats, then cast to float32.
-            decay = torch.tensor([1 - lr * m.cfg.weight_decay for lr, m in zip(lrs, members)], device=device)
-            step_size = torch.tensor([lr / bc1 for lr in lrs], device=device)
+            decay = (1 - lr * wd).float()
+            step_size = (lr / bc1).float()
             with torch.no_grad():
                 for k, p in params.items():
                     g = p.grad if full[k] else p.grad * mask[k]
@@ -547,6 +564,7 @@ def _train_group(
             buffers = {k: b.index_select(0, sel) for k, b in buffers.items()}
             mask = {k: v.index_select(0, sel) for k, v in mask.items()}
             q_hi, q_one, q_has = q_hi[sel], q_one[sel], q_has[sel]
+            lr_table, wd = lr_table.index_select(0, sel), wd.index_select(0, sel)
             exp_avg = {k: v.index_select(0, sel) for k, v in exp_avg.items()}
             exp_avg_sq = {k: v.index_select(0, sel) for k, v in exp_avg_sq.items()}
 
