@@ -36,14 +36,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-STRUCTURAL = ("family", "conv_depth", "pools", "head", "hidden_depth", "batch_norm", "activation",
-              "batch_size", "mlp_depth")
-
 
 def sample_settings(n: int, epochs: int, seed: int, structures: int, in_shape, n_classes):
     """`n` (spec, TrainConfig) pairs from the default study's space, reproducible for `seed`."""
     import optuna
 
+    from mincap.batched import is_structural
     from mincap.search import sample_trial
     from mincap.study import StudyConfig, load_study_file
 
@@ -63,7 +61,7 @@ def sample_settings(n: int, epochs: int, seed: int, structures: int, in_shape, n
     for i, p in enumerate(params):
         if structures > 0:
             src = params[i % structures]
-            p = {**src, **p, **{k: v for k, v in src.items() if k in STRUCTURAL or k.startswith("k")}}
+            p = {**src, **p, **{k: v for k, v in src.items() if is_structural(k)}}
         fixed = optuna.trial.FixedTrial(p, number=i)
         spec, tcfg, _ = sample_trial(fixed, cfg, in_shape, n_classes)
         out.append((spec, replace(tcfg, epochs=epochs)))

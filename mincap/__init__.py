@@ -25,6 +25,12 @@ _EXPORTS = {
     "final_test_accuracy": "mincap.train",
     "load": "mincap.data",
     "load_test": "mincap.data",
+    "CompressConfig": "mincap.compress",
+    "train_compressed": "mincap.compress",
+    "train_many": "mincap.batched",
+    "StudyConfig": "mincap.study",
+    "SearchOptions": "mincap.search",
+    "run_search": "mincap.search",
 }
 
 __all__ = ["__version__", *_EXPORTS]

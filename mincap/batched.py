@@ -77,7 +77,8 @@ if TYPE_CHECKING:
     from mincap.data import Splits
     from mincap.models import Spec
 
-__all__ = ["STRUCTURAL_PARAMS", "Trained", "ask_group", "group_key", "group_trials", "max_spec", "qat_plan", "train_many"]
+__all__ = ["STRUCTURAL_PARAMS", "Trained", "ask_group", "group_key", "group_trials", "is_structural", "max_spec",
+           "qat_plan", "train_many"]
 
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-8  # torch.optim.AdamW's defaults, which mincap.train uses
 
@@ -634,7 +635,7 @@ STRUCTURAL_PARAMS = ("family", "activation", "conv_depth", "pools", "head", "hid
                      "mlp_depth", "batch_size")
 
 
-def _structural(name: str) -> bool:
+def is_structural(name: str) -> bool:
     return name in STRUCTURAL_PARAMS or (name[:1] == "k" and name[1:].isdigit())
 
 
@@ -659,7 +660,7 @@ def ask_group(study, cfg, in_shape, n_classes, k: int) -> list[tuple]:
     waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
     first = study.ask()
     out = [(first, *sample_trial(first, cfg, in_shape, n_classes))]
-    fixed = {name: v for name, v in first.params.items() if _structural(name)}
+    fixed = {name: v for name, v in first.params.items() if is_structural(name)}
     for _ in range(k - 1 - max(0, waiting - 1)):
         study.enqueue_trial(fixed)
     for _ in range(k - 1):
