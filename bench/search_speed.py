@@ -41,8 +41,8 @@ def sample_settings(n: int, epochs: int, seed: int, structures: int, in_shape, n
     """`n` (spec, TrainConfig) pairs from the default study's space, reproducible for `seed`."""
     import optuna
 
-    from mincap.batched import is_structural
     from mincap.search import sample_trial
+    from mincap.search_batched import is_structural
     from mincap.study import StudyConfig, load_study_file
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -77,8 +77,7 @@ if TYPE_CHECKING:
     from mincap.data import Splits
     from mincap.models import Spec
 
-__all__ = ["STRUCTURAL_PARAMS", "Trained", "ask_group", "group_key", "group_trials", "is_structural", "max_spec",
-           "qat_plan", "train_many"]
+__all__ = ["Trained", "group_key", "group_trials", "max_spec", "qat_plan", "train_many"]
 
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-8  # torch.optim.AdamW's defaults, which mincap.train uses
 
@@ -629,45 +628,6 @@ def train_many(
         if members:
             _train_group(members, splits, device, on_epoch, out, engine)
     return [out[i] for i in range(len(specs))]
-
-
-STRUCTURAL_PARAMS = ("family", "activation", "conv_depth", "pools", "head", "hidden_depth", "batch_norm",
-                     "mlp_depth", "batch_size")
-
-
-def is_structural(name: str) -> bool:
-    return name in STRUCTURAL_PARAMS or (name[:1] == "k" and name[1:].isdigit())
-
-
-def ask_group(study, cfg, in_shape, n_classes, k: int) -> list[tuple]:
-    """Ask `study` for up to `k` trials that share one layer structure: `[(trial, spec, TrainConfig, CompressConfig)]`.
-
-    The first trial is sampled freely; the other k-1 are enqueued with its structural
-    parameters (family, depth, kernels, pools, head, hidden depth, batch size, ...) fixed
-    and asked, so the sampler draws their widths, learning rates, bit widths and epochs.
-    Randomly sampled architectures almost never share a structure; this is how a search
-    gets groups worth batching. Another worker on the same storage may take one of the
-    enqueued trials; it then simply runs alone there.
-    """
-    from optuna.trial import TrialState
-
-    from mincap.search import sample_trial
-
-    # Trials already waiting (seeds, re-queued stale trials, a previous group's leftovers)
-    # are asked first whatever their structure -- train_many then splits the group -- and
-    # only the rest is filled with copies of the first trial's structure, so a search
-    # leaves no enqueued trials of its own behind.
-    waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-    first = study.ask()
-    out = [(first, *sample_trial(first, cfg, in_shape, n_classes))]
-    fixed = {name: v for name, v in first.params.items() if is_structural(name)}
-    for _ in range(k - 1 - max(0, waiting - 1)):
-        study.enqueue_trial(fixed)
-    for _ in range(k - 1):
-        t = study.ask()
-        spec, tcfg, comp = sample_trial(t, cfg, in_shape, n_classes)
-        out.append((t, spec, tcfg, comp))
-    return out
 
 
 def qat_plan(spec: Spec, cfg: TrainConfig, comp) -> tuple:

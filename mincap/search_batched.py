@@ -3,7 +3,7 @@
 `optimize_batched` replaces `study.optimize` when `mincap search` runs with a group size
 above 1 (the default on CUDA, `--batch-trials N` anywhere). Per group:
 
-1. `mincap.batched.ask_group` asks up to N trials: the first sampled freely, the others
+1. `ask_group` asks up to N trials: the first sampled freely, the others
    with its structural parameters fixed, so the sampler still draws their widths,
    learning rates, bit widths and epochs;
 2. `Objective.begin` records each trial's spec and early-stop rule;
@@ -35,7 +35,48 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from mincap.search import Objective
 
-__all__ = ["optimize_batched"]
+__all__ = ["STRUCTURAL_PARAMS", "ask_group", "is_structural", "optimize_batched"]
+
+
+# Sampled parameters that fix a layer structure and the step count: trials that share them can
+# share one batched computation (`mincap.batched.group_key` checks the same on the specs).
+STRUCTURAL_PARAMS = ("family", "activation", "conv_depth", "pools", "head", "hidden_depth", "batch_norm",
+                     "mlp_depth", "batch_size")
+
+
+def is_structural(name: str) -> bool:
+    return name in STRUCTURAL_PARAMS or (name[:1] == "k" and name[1:].isdigit())
+
+
+def ask_group(study, cfg, in_shape, n_classes, k: int) -> list[tuple]:
+    """Ask `study` for up to `k` trials that share one layer structure: `[(trial, spec, TrainConfig, CompressConfig)]`.
+
+    The first trial is sampled freely; the other k-1 are enqueued with its structural
+    parameters (family, depth, kernels, pools, head, hidden depth, batch size, ...) fixed
+    and asked, so the sampler draws their widths, learning rates, bit widths and epochs.
+    Randomly sampled architectures almost never share a structure; this is how a search
+    gets groups worth batching. Another worker on the same storage may take one of the
+    enqueued trials; it then simply runs alone there.
+    """
+    from optuna.trial import TrialState
+
+    from mincap.search import sample_trial
+
+    # Trials already waiting (seeds, re-queued stale trials, a previous group's leftovers)
+    # are asked first whatever their structure -- train_many then splits the group -- and
+    # only the rest is filled with copies of the first trial's structure, so a search
+    # leaves no enqueued trials of its own behind.
+    waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    first = study.ask()
+    out = [(first, *sample_trial(first, cfg, in_shape, n_classes))]
+    fixed = {name: v for name, v in first.params.items() if is_structural(name)}
+    for _ in range(k - 1 - max(0, waiting - 1)):
+        study.enqueue_trial(fixed)
+    for _ in range(k - 1):
+        t = study.ask()
+        spec, tcfg, comp = sample_trial(t, cfg, in_shape, n_classes)
+        out.append((t, spec, tcfg, comp))
+    return out
 
 
 def heartbeat_interval(storage) -> int | None:
@@ -91,7 +132,7 @@ def optimize_batched(study, objective: Objective, *, n_trials: int | None, timeo
     import optuna
     from optuna.trial import TrialState
 
-    from mincap.batched import ask_group, qat_plan, train_many
+    from mincap.batched import qat_plan, train_many
     from mincap.compress import train_compressed
     from mincap.search import record_failure
 

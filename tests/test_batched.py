@@ -187,22 +187,6 @@ def test_qat_phase_equals_train_compressed_first_phase(small):
         assert float((p1 == p2).float().mean()) >= 0.99
 
 
-def test_ask_group_shares_a_structure():
-    import optuna
-
-    from mincap.study import StudyConfig
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(directions=["minimize", "maximize"], sampler=optuna.samplers.RandomSampler(seed=3))
-    group = batched.ask_group(study, StudyConfig(), (1, 28, 28), 10, 4)
-    assert len({t.number for t, *_ in group}) == 4
-    specs = [s for _, s, _, _ in group]
-    cfgs = [c for _, _, c, _ in group]
-    assert batched.group_trials(specs, cfgs) == [[0, 1, 2, 3]]
-    assert len({s for s in specs}) > 1  # widths differ
-    assert len({c.seed for c in cfgs}) == 4
-
-
 def test_train_compressed_continues_from_the_batched_phase(small):
     """`train_compressed(pretrained=train_many(...)[i])` = `train_compressed` alone: pruning, export, decode.
 

@@ -11,7 +11,7 @@ import pytest
 # tests/ is on sys.path (pytest's rootdir-relative imports)
 from test_search import _env, _trials, _wait_running, make_study
 
-from mincap import search
+from mincap import batched, search, search_batched
 from mincap.cli import main
 from mincap.study import load_study_file
 
@@ -129,3 +129,19 @@ def test_sigkill_mid_group_then_resume(tmp_path, mnist_root):
     retried = sorted(t.system_attrs.get("failed_trial") for t in after.values() if "failed_trial" in t.system_attrs)
     assert retried == killed
     assert all(t.state.name == "COMPLETE" for t in after.values() if "failed_trial" in t.system_attrs)
+
+
+def test_ask_group_shares_a_structure():
+    import optuna
+
+    from mincap.study import StudyConfig
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=["minimize", "maximize"], sampler=optuna.samplers.RandomSampler(seed=3))
+    group = search_batched.ask_group(study, StudyConfig(), (1, 28, 28), 10, 4)
+    assert len({t.number for t, *_ in group}) == 4
+    specs = [s for _, s, _, _ in group]
+    cfgs = [c for _, _, c, _ in group]
+    assert batched.group_trials(specs, cfgs) == [[0, 1, 2, 3]]
+    assert len({s for s in specs}) > 1  # widths differ
+    assert len({c.seed for c in cfgs}) == 4
