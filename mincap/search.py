@@ -514,8 +514,9 @@ def run_search(cfg: StudyConfig, opts: SearchOptions) -> dict:
     import multiprocessing as mp
 
     from mincap.progress import SearchMonitor
-    from mincap.train import available_cores
+    from mincap.train import available_cores, pick_device
 
+    pick_device(opts.device)  # a device this machine lacks: one line now, not one per worker later
     study = open_study(cfg, url=opts.storage_url)  # creates it once, before any worker races
     enqueue_seeds(study, cfg)
     n_before = len([t for t in study.get_trials(deepcopy=False) if t.state.name != "WAITING"])

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
-from mincap.errors import NonFiniteLoss
+from mincap.errors import MincapError, NonFiniteLoss
 
 if TYPE_CHECKING:
     import torch
@@ -111,11 +111,20 @@ def setup_threads(n: int | None = None) -> int:
 
 
 def pick_device(name: str = "auto") -> torch.device:
+    """`auto` = cuda when present, else cpu; a named device that this machine lacks is a one-line error."""
     import torch
 
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise MincapError(f"--device {name}: not a device name (cpu, cuda, cuda:N or auto)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise MincapError(f"--device {name}: no CUDA device is available here; use --device cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise MincapError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 def init_model(spec: Spec, seed: int, device: str | torch.device = "cpu"):

@@ -3,6 +3,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from mincap.cli import main
 
 
@@ -38,3 +40,17 @@ def test_bad_arch_one_line_exit_2(capsys):
     rc = main(["train", "--arch", '{"family":"rnn"}'])
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "family" in err
+
+
+@pytest.mark.parametrize("device,words", [("cuda", "no CUDA device"), ("tpu9", "not a device name")])
+def test_missing_device_one_line_exit_2(tmp_path, capsys, device, words):
+    import torch
+
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    f = tmp_path / "d.toml"
+    f.write_text('[study]\nname = "d"\n')
+    rc = main(["search", str(f), "--device", device, "--trials", "1", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and words in err, err
+    assert not (tmp_path / "d.db").exists()  # refused before the study was created
