@@ -227,13 +227,6 @@ def _apply_shifts(xb, d, s_max: int) -> torch.Tensor:
     return out.reshape(n, b, c, h, w)
 
 
-def _shift_many(xb, shifts: list[int], gens: list) -> torch.Tensor:
-    """`mincap.train._shift` for N members at once: xb (N, B, C, H, W), member i shifted by up to shifts[i]."""
-    if max(shifts) == 0:
-        return xb
-    return _apply_shifts(xb, _draw_shifts(shifts, gens, xb.shape[1]).to(xb.device), max(shifts))
-
-
 def _fake_quant(w, m, hi, one_bit, en, per_channel: bool, symmetric: bool):
     """`mincap.quant`'s FakeQuant for one member's weight `w` (mask `m`), vmap-friendly.
 
@@ -456,8 +449,9 @@ def _train_group(
     # Every member's learning rate for every step, built once in double precision (torch's
     # AdamW computes with Python floats): per-step host-to-device copies would make the GPU
     # wait for the host at every step.
+    longest = max(m.cfg.epochs for m in members)
     lr_table = torch.tensor([[m.cfg.lr * m.factor(t) for t in range(m.cfg.epochs * steps)]
-                             + [0.0] * ((max(mm.cfg.epochs for mm in members) - m.cfg.epochs) * steps)
+                             + [0.0] * ((longest - m.cfg.epochs) * steps)
                              for m in members], dtype=torch.float64, device=device)
     wd = torch.tensor([m.cfg.weight_decay for m in members], dtype=torch.float64, device=device)
 

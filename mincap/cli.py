@@ -311,10 +311,6 @@ def _cmd_search(args) -> int:
     from mincap.study import load_study_file
 
     cfg = load_study_file(args.study_file)
-    if args.workers < 1:
-        raise MincapError("--workers must be >= 1")
-    if args.batch_trials < 0:
-        raise MincapError("--batch-trials must be >= 0 (0 = automatic)")
     opts = SearchOptions(trials=args.trials, timeout_s=args.timeout, storage_url=args.storage,
                          workers=args.workers, device=args.device, batch_trials=args.batch_trials,
                          data_dir=args.data_dir,

@@ -62,6 +62,12 @@ class SearchOptions:
     data_dir: str | None = None
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise MincapError("--workers must be >= 1")
+        if self.batch_trials < 0:
+            raise MincapError("--batch-trials must be >= 0 (0 = automatic)")
+
 
 # --- storage and study ----------------------------------------------------------------------
 
@@ -488,8 +494,6 @@ def group_size(batch_trials: int, device) -> int:
     (bench/search_speed.py: batched groups of 2 ran at 0.47x), so batching is only the
     default where many small networks leave a GPU idle.
     """
-    if batch_trials < 0:
-        raise MincapError("--batch-trials must be >= 0 (0 = automatic)")
     if batch_trials:
         return batch_trials
     return GPU_GROUP if str(device).startswith("cuda") else 1
@@ -521,7 +525,7 @@ def run_search(cfg: StudyConfig, opts: SearchOptions) -> dict:
     enqueue_seeds(study, cfg)
     n_before = len([t for t in study.get_trials(deepcopy=False) if t.state.name != "WAITING"])
     total = opts.trials if opts.trials is not None else cfg.budget.trials
-    workers = max(1, opts.workers)
+    workers = opts.workers
     threads = max(1, available_cores() // workers)
     t0 = time.perf_counter()
     timeout = opts.timeout_s if opts.timeout_s is not None else (cfg.budget.timeout_s or None)

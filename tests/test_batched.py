@@ -66,7 +66,7 @@ def _check_same(solo_model, solo_res, trained, splits):
 def test_shift_many_draws_what_shift_draws():
     x = torch.rand(3, 7, 1, 12, 12)
     gens = [torch.Generator().manual_seed(i) for i in range(3)]
-    out = batched._shift_many(x, [1, 2, 0], gens)
+    out = batched._apply_shifts(x, batched._draw_shifts([1, 2, 0], gens, 7), 2)
     ref = [torch.Generator().manual_seed(i) for i in range(3)]
     assert torch.equal(out[0], train._shift(x[0], 1, ref[0]))
     assert torch.equal(out[1], train._shift(x[1], 2, ref[1]))

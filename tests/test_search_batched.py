@@ -92,7 +92,7 @@ def test_group_size_rule():
     assert search.group_size(0, "cuda:0") == search.GPU_GROUP
     assert search.group_size(3, "cpu") == 3
     with pytest.raises(Exception, match="batch-trials"):
-        search.group_size(-1, "cpu")
+        search.SearchOptions(batch_trials=-1)
 
 
 def test_sigterm_fails_the_unfinished_trials_of_the_group(tmp_path, mnist_root):
