@@ -7,8 +7,7 @@ only the float training phase is timed (the part every trial spends most of its 
 (a) sequential: one after another with `mincap.train.train` in this process (all cores);
 (b) the fast ways, in the same run (`--fast`, comma-separated):
     batched  `mincap.batched.train_many`: trials of one layer structure in one max-width
-             masked computation (grouped convs, or vmap with `--engine vmap`; data on the
-             device, cuda when present);
+             masked computation (grouped convs; data on the device, cuda when present);
     workers  `--workers` spawned processes of one torch thread each, every one training
              whole trials with `mincap.train.train` (the data loaded once per process).
 Prints trials per hour for each, the ratio to (a), and the largest validation-accuracy
@@ -42,7 +41,6 @@ def sample_settings(n: int, epochs: int, seed: int, structures: int, in_shape, n
     import optuna
 
     from mincap.search import sample_trial
-    from mincap.search_batched import is_structural
     from mincap.study import StudyConfig, load_study_file
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -51,17 +49,19 @@ def sample_settings(n: int, epochs: int, seed: int, structures: int, in_shape, n
     cfg = load_study_file(default) if default.exists() else StudyConfig()
     study = optuna.create_study(directions=["minimize", "maximize"],
                                 sampler=optuna.samplers.RandomSampler(seed=seed))
-    params = []
+    params, structural = [], []
     for _ in range(n):
         t = study.ask()
-        sample_trial(t, cfg, in_shape, n_classes)
+        names: list[str] = []
+        sample_trial(t, cfg, in_shape, n_classes, structural=names)
         params.append(dict(t.params))
+        structural.append(names)
         study.tell(t, state=optuna.trial.TrialState.FAIL)
     out = []
     for i, p in enumerate(params):
         if structures > 0:
             src = params[i % structures]
-            p = {**src, **p, **{k: v for k, v in src.items() if is_structural(k)}}
+            p = {**src, **p, **{k: src[k] for k in structural[i % structures]}}
         fixed = optuna.trial.FixedTrial(p, number=i)
         spec, tcfg, _ = sample_trial(fixed, cfg, in_shape, n_classes)
         out.append((spec, replace(tcfg, epochs=epochs)))
@@ -78,15 +78,14 @@ def run_sequential(settings, splits):
     return accs, time.perf_counter() - t0
 
 
-def run_batched(settings, splits, device, max_group: int, max_waste: float, engine: str = "grouped"):
+def run_batched(settings, splits, device):
     from mincap.batched import group_trials, train_many
 
     specs = [s for s, _ in settings]
     cfgs = [c for _, c in settings]
-    groups = group_trials(specs, cfgs, max_group=max_group, max_waste=max_waste)
+    groups = group_trials(specs, cfgs)
     t0 = time.perf_counter()
-    outs = train_many(specs, splits.to(device), cfgs, device=device, max_group=max_group, max_waste=max_waste,
-                      engine=engine)
+    outs = train_many(specs, splits.to(device), cfgs, device=device)
     return [o.result.val_acc if o.error is None else float("nan") for o in outs], time.perf_counter() - t0, groups
 
 
@@ -163,9 +162,6 @@ def main(argv=None) -> dict:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=0, help="torch threads of this process (0: all cores)")
     ap.add_argument("--device", default="auto", help="device of the batched way (auto: cuda if present)")
-    ap.add_argument("--engine", default="grouped", choices=("grouped", "vmap"), help="batched engine")
-    ap.add_argument("--max-group", type=int, default=0)
-    ap.add_argument("--max-waste", type=float, default=0.0)
     ap.add_argument("--acc-tol", type=float, default=0.01)
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--first-99", action="store_true")
@@ -195,8 +191,8 @@ def main(argv=None) -> dict:
     ok = True
     for way in [w.strip() for w in args.fast.split(",") if w.strip()]:
         if way == "batched":
-            acc_b, t_b, groups = run_batched(settings, splits, device, args.max_group, args.max_waste, args.engine)
-            extra = f"  groups {[len(g) for g in groups]} ({args.engine})"
+            acc_b, t_b, groups = run_batched(settings, splits, device)
+            extra = f"  groups {[len(g) for g in groups]}"
         elif way == "workers":
             acc_b, t_b = run_workers(settings, args.workers, args.data_dir, args.limit)
             extra = f"  {args.workers} processes x 1 thread"

@@ -10,6 +10,9 @@ import importlib
 
 __version__ = "0.1.0"
 
+# Not `train` itself: once the submodule `mincap.train` is imported, Python binds that
+# name on the package, so `mincap.train` would be the module or the function depending
+# on import order. Call `mincap.train.train`.
 _EXPORTS = {
     "MincapError": "mincap.errors",
     "NonFiniteLoss": "mincap.errors",
@@ -19,7 +22,6 @@ _EXPORTS = {
     "build": "mincap.models",
     "count_params": "mincap.models",
     "TrainConfig": "mincap.train",
-    "train": "mincap.train",
     "evaluate": "mincap.train",
     "init_model": "mincap.train",
     "final_test_accuracy": "mincap.train",
@@ -29,8 +31,8 @@ _EXPORTS = {
     "train_compressed": "mincap.compress",
     "train_many": "mincap.batched",
     "StudyConfig": "mincap.study",
-    "SearchOptions": "mincap.search",
-    "run_search": "mincap.search",
+    "SearchOptions": "mincap.search.run",
+    "run_search": "mincap.search.run",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -48,28 +48,35 @@ a truncated body with `MincapError` (exit code 2).
 
 from __future__ import annotations
 
-import lzma
 import math
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import constriction
 import numpy as np
+import torch
+import torch.nn as nn
 
+from mincap.codecs import (
+    Reader,
+    categorical,
+    code_options,
+    nibble_table,
+    read_symbols,
+    table_probs,
+    unpack_bits,
+    varint,
+)
 from mincap.errors import MincapError
-
-if TYPE_CHECKING:
-    import torch.nn as nn
-
-    from mincap.models import Spec
+from mincap.models import ACTIVATIONS, Conv, Spec, build
+from mincap.quant import code_range, quant_layers
 
 __all__ = ["MAGIC", "VERSION", "CompactSide", "Decoded", "LayerCodes", "decode", "encode", "read", "write"]
 
 MAGIC = b"MC"
 VERSION = 1
 METHODS = ("raw", "zstd", "lzma", "ans")
-_LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME, "dict_size": 1 << 16}]
 
 
 @dataclass
@@ -170,110 +177,10 @@ class Decoded:
     size: dict
 
 
-# ---------------------------------------------------------------------------- primitives
-
-
-def _varint(n: int) -> bytes:
-    if n < 0:
-        raise ValueError("varint must be non-negative")
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-class _Reader:
-    def __init__(self, data: bytes, pos: int = 0, end: int | None = None) -> None:
-        self.data, self.pos, self.end = data, pos, len(data) if end is None else end
-
-    def take(self, n: int) -> bytes:
-        if n < 0 or self.pos + n > self.end:
-            raise MincapError("artifact: truncated file")
-        b = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return b
-
-    def byte(self) -> int:
-        return self.take(1)[0]
-
-    def varint(self) -> int:
-        n, shift = 0, 0
-        while True:
-            b = self.byte()
-            n |= (b & 0x7F) << shift
-            if not b & 0x80:
-                return n
-            shift += 7
-            if shift > 63:
-                raise MincapError("artifact: corrupt varint")
-
-    def array(self, dtype, count: int) -> np.ndarray:
-        dt = np.dtype(dtype)
-        return np.frombuffer(self.take(dt.itemsize * count), dtype=dt).copy()
-
-
-def _pack_bits(values: np.ndarray, width: int) -> bytes:
-    if width == 0 or values.size == 0:
-        return b""
-    bits = ((values.astype(np.uint32)[:, None] >> np.arange(width, dtype=np.uint32)) & 1).astype(np.uint8)
-    return np.packbits(bits.reshape(-1), bitorder="little").tobytes()
-
-
-def _unpack_bits(data: bytes, width: int, n: int) -> np.ndarray:
-    if width == 0:
-        return np.zeros(n, dtype=np.int64)
-    bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")[: n * width]
-    bits = bits.reshape(n, width).astype(np.int64)
-    return (bits << np.arange(width, dtype=np.int64)).sum(axis=1)
-
-
-def _zstd_compress(b: bytes) -> bytes:
-    import zstandard as zstd
-
-    params = zstd.ZstdCompressionParameters.from_level(
-        19, format=zstd.FORMAT_ZSTD1_MAGICLESS, write_content_size=False, write_checksum=False,
-        write_dict_id=False,
-    )
-    return zstd.ZstdCompressor(compression_params=params).compress(b)
-
-
-def _zstd_decompress(b: bytes, n: int) -> bytes:
-    import zstandard as zstd
-
-    return zstd.ZstdDecompressor(format=zstd.FORMAT_ZSTD1_MAGICLESS).decompress(b, max_output_size=max(n, 1))
-
-
-def _nibble_table(sym: np.ndarray, k: int) -> np.ndarray:
-    """Quantized probability table: one value 0..15 per symbol (0 = unused)."""
-    counts = np.bincount(sym, minlength=k).astype(np.float64)
-    q = np.zeros(k, dtype=np.int64)
-    used = counts > 0
-    q[used] = np.clip(np.round(2 * np.log2(counts[used] / counts.max())) + 15, 1, 15)
-    return q
-
-
-def _table_probs(q: np.ndarray) -> np.ndarray:
-    p = np.where(q > 0, np.exp2((q.astype(np.float64) - 15) / 2), 0.0)
-    return p / p.sum()
-
-
-def _categorical(q: np.ndarray):
-    import constriction
-
-    return constriction.stream.model.Categorical(_table_probs(q), perfect=False)
-
-
 # ---------------------------------------------------------------------------- spec
 
 
 def _spec_bytes(spec: Spec) -> bytes:
-    from mincap.models import ACTIVATIONS
-
     if spec.batch_norm:
         raise ValueError("artifact: fold batch norm before encoding")
     default_shape = tuple(spec.in_shape) == (1, 28, 28) and spec.n_classes == 10
@@ -284,23 +191,21 @@ def _spec_bytes(spec: Spec) -> bytes:
         | default_shape << 5
     )
     out = bytearray([flags])
-    out += _varint(len(spec.convs))
+    out += varint(len(spec.convs))
     for c in spec.convs:
         if max(c.kernel, c.pad, c.stride, c.pool) > 15:
             raise ValueError("artifact: conv kernel/pad/stride/pool must be < 16")
-        out += _varint(c.channels) + bytes([c.kernel << 4 | c.pad, c.stride << 4 | c.pool])
-    out += _varint(len(spec.hidden))
+        out += varint(c.channels) + bytes([c.kernel << 4 | c.pad, c.stride << 4 | c.pool])
+    out += varint(len(spec.hidden))
     for h in spec.hidden:
-        out += _varint(h)
+        out += varint(h)
     if not default_shape:
         for v in (*spec.in_shape, spec.n_classes):
-            out += _varint(v)
+            out += varint(v)
     return bytes(out)
 
 
-def _read_spec(r: _Reader) -> Spec:
-    from mincap.models import ACTIVATIONS, Conv, Spec
-
+def _read_spec(r: Reader) -> Spec:
     flags = r.byte()
     act = (flags >> 2) & 7
     if act >= len(ACTIVATIONS) or flags >> 6:
@@ -350,8 +255,6 @@ def layer_shapes(spec: Spec) -> list[tuple[tuple[int, ...], int]]:
 
 
 def _symbols(layer: LayerCodes) -> np.ndarray:
-    from mincap.quant import code_range
-
     lo, hi = code_range(layer.bits, layer.symmetric)
     c = layer.codes.reshape(-1).astype(np.int64)
     if c.size and (c.min() < lo or c.max() > hi):
@@ -364,41 +267,13 @@ def _symbols(layer: LayerCodes) -> np.ndarray:
 
 
 def _from_symbols(sym: np.ndarray, bits: int, symmetric: bool) -> np.ndarray:
-    from mincap.quant import code_range
-
     if bits == 1 and symmetric:
         return sym * 2 - 1
     return sym + code_range(bits, symmetric)[0]
 
 
-def _code_options(sym: np.ndarray) -> dict[str, tuple[bytes, float]]:
-    """Per method: the bytes this layer's section carries, and the cost in bits (ans: estimated)."""
-    lo, hi = (int(sym.min()), int(sym.max())) if sym.size else (0, 0)
-    rel = sym - lo
-    width = (hi - lo).bit_length()
-    raw = bytes([lo, hi]) + _pack_bits(rel, width)
-    opts = {"raw": (raw, 8.0 * len(raw))}
-    as_bytes = sym.astype(np.uint8).tobytes()
-    z = _zstd_compress(as_bytes)
-    opts["zstd"] = (_varint(len(z)) + z, 8.0 * (len(z) + len(_varint(len(z)))))
-    lz = lzma.compress(as_bytes, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
-    opts["lzma"] = (_varint(len(lz)) + lz, 8.0 * (len(lz) + len(_varint(len(lz)))))
-    if hi > lo:
-        q = _nibble_table(rel, hi - lo + 1)
-        table = _pack_bits(q, 4)
-        p = _table_probs(q)
-        est = float(-np.log2(p[rel]).sum())
-        head = bytes([lo, hi]) + table
-        opts["ans"] = (head, 8.0 * len(head) + est)
-    return opts
-
-
 def encode(spec: Spec, layers: list[LayerCodes]) -> bytes:
     """The `.mincap` bytes of `spec` (batch norm folded) with `layers` (one per conv/linear)."""
-    from dataclasses import replace
-
-    import constriction
-
     spec = replace(spec, dropout=0.0)
     shapes = layer_shapes(spec)
     if len(shapes) != len(layers):
@@ -418,7 +293,7 @@ def encode(spec: Spec, layers: list[LayerCodes]) -> bytes:
             raise ValueError(f"artifact: codes shape {tuple(layer.codes.shape)} != {shape}")
         n_scale = n_out if layer.per_channel else 1
         sym = _symbols(layer)
-        opts = _code_options(sym)
+        opts = code_options(sym)
         method = min(opts, key=lambda m: (opts[m][1], METHODS.index(m)))
         layer.method = method
         out.append(layer.bits | layer.per_channel << 4 | layer.symmetric << 5 | METHODS.index(method) << 6)
@@ -438,11 +313,11 @@ def encode(spec: Spec, layers: list[LayerCodes]) -> bytes:
         out += opts[method][0]
         if method == "ans":
             lo, hi = int(sym.min()), int(sym.max())
-            ans_jobs.append((sym - lo, _nibble_table(sym - lo, hi - lo + 1)))
+            ans_jobs.append((sym - lo, nibble_table(sym - lo, hi - lo + 1)))
     if ans_jobs:
         coder = constriction.stream.stack.AnsCoder()
         for rel, q in reversed(ans_jobs):  # a stack: encode the last layer first
-            coder.encode_reverse(rel.astype(np.int32), _categorical(q))
+            coder.encode_reverse(rel.astype(np.int32), categorical(q))
         words = coder.get_compressed().astype("<u4").tobytes()
         while words and words[-1] == 0 and len(words) % 4 != 1:
             words = words[:-1]
@@ -457,10 +332,6 @@ def encode(spec: Spec, layers: list[LayerCodes]) -> bytes:
 
 def decode(data: bytes) -> Decoded:
     """Parse and check `data`, rebuild the network. Refuses bad files with `MincapError` (exit 2)."""
-    import torch
-
-    from mincap.models import build
-
     data = bytes(data)
     if len(data) < 3 or data[:2] != MAGIC:
         raise MincapError("artifact: not a .mincap file (wrong magic)")
@@ -473,18 +344,16 @@ def decode(data: bytes) -> Decoded:
     if zlib.crc32(data[:-4]) != int.from_bytes(data[-4:], "little"):
         raise MincapError("artifact: checksum mismatch (corrupted or truncated file)")
     try:
-        return _decode_body(data, torch, build)
+        return _decode_body(data)
     except MincapError:
         raise
     except Exception as err:  # a body that passed the CRC but does not parse
         raise MincapError(f"artifact: corrupt file ({type(err).__name__}: {err})") from None
 
 
-def _decode_body(data: bytes, torch, build) -> Decoded:
-    import constriction
-
+def _decode_body(data: bytes) -> Decoded:
     end = len(data) - 4
-    r = _Reader(data, 3, end)
+    r = Reader(data, 3, end)
     spec = _read_spec(r)
     spec_bits = 8 * (r.pos - 3)
     shapes = layer_shapes(spec)
@@ -518,24 +387,13 @@ def _decode_body(data: bytes, torch, build) -> Decoded:
                                  symmetric=symmetric, method=method)
                 side_bits = (16 * n_scale + (0 if symmetric else 8 * n_scale), 16 * n_out)
             meta_end = r.pos
-            if method == "raw":
-                lo, hi = r.byte(), r.byte()
-                width = (hi - lo).bit_length()
-                sym = _unpack_bits(r.take((n * width + 7) // 8), width, n) + lo
-                lay.codes = _from_symbols(sym, bits, symmetric).reshape(shape)
-            elif method in ("zstd", "lzma"):
-                blob = r.take(r.varint())
-                raw = (_zstd_decompress(blob, n) if method == "zstd"
-                       else lzma.decompress(blob, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS))
-                if len(raw) != n:
-                    raise MincapError("artifact: corrupt layer codes")
-                sym = np.frombuffer(raw, dtype=np.uint8).astype(np.int64)
-                lay.codes = _from_symbols(sym, bits, symmetric).reshape(shape)
-            else:
+            if method == "ans":  # a table here; the symbols come from the shared stream below
                 lo, hi = r.byte(), r.byte()
                 k = hi - lo + 1
-                q = _unpack_bits(r.take((4 * k + 7) // 8), 4, k)
+                q = unpack_bits(r.take((4 * k + 7) // 8), 4, k)
                 pending.append((i, shape, q, n, lo))
+            else:
+                lay.codes = _from_symbols(read_symbols(r, method, n), bits, symmetric).reshape(shape)
             code_bits = 8 * (r.pos - meta_end)
             lay.stats = {"code_bits": code_bits, "scale_bits": side_bits[0], "bias_bits": side_bits[1]}
         lay.stats["header_bits"] = 8
@@ -547,18 +405,16 @@ def _decode_body(data: bytes, torch, build) -> Decoded:
         stream = stream + bytes(-len(stream) % 4)
         coder = constriction.stream.stack.AnsCoder(np.frombuffer(stream, dtype="<u4").astype(np.uint32))
         for i, shape, q, n, lo in pending:
-            model = _categorical(q)
+            model = categorical(q)
             sym = coder.decode(model, n).astype(np.int64) + lo
             lay = layers[i]
             lay.codes = _from_symbols(sym, lay.bits, lay.symmetric).reshape(shape)
-            est = float(-np.log2(_table_probs(q)[sym - lo]).sum())
+            est = float(-np.log2(table_probs(q)[sym - lo]).sum())
             lay.stats["ans_bits_est"] = round(est, 1)
     elif stream:
         raise MincapError("artifact: trailing bytes after the last layer")
 
     model = build(spec)
-    from mincap.quant import quant_layers
-
     with torch.no_grad():
         for mod, lay in zip(quant_layers(model), layers):
             mod.weight.copy_(torch.from_numpy(lay.float_weight()))
@@ -573,14 +429,16 @@ def _size(spec: Spec, layers: list[LayerCodes], n_bytes: int, spec_bits: int, an
     n_params = n_nonzero = nominal = 0
     for i, (lay, (shape, n_out)) in enumerate(zip(layers, layer_shapes(spec))):
         n = math.prod(shape)
+        # Per layer, weights and biases are counted apart (n_nonzero <= n_weights); the totals
+        # count both, like n_params and `mincap.models.count_params`.
         if lay.bits == 0:
-            nz = int(np.count_nonzero(lay.weight)) + int(np.count_nonzero(lay.bias))
+            nz, nz_bias = int(np.count_nonzero(lay.weight)), int(np.count_nonzero(lay.bias))
             nom = 32 * (n + n_out)
         else:
-            nz = int(np.count_nonzero(lay.float_weight())) + int(np.count_nonzero(lay.float_bias()))
+            nz, nz_bias = int(np.count_nonzero(lay.float_weight())), int(np.count_nonzero(lay.float_bias()))
             nom = lay.bits * n + lay.stats["scale_bits"] + lay.stats["bias_bits"]
         n_params += n + n_out
-        n_nonzero += nz
+        n_nonzero += nz + nz_bias
         nominal += nom
         rows.append({
             "layer": i,
@@ -589,6 +447,8 @@ def _size(spec: Spec, layers: list[LayerCodes], n_bytes: int, spec_bits: int, an
             "bits": lay.bits or 32,
             "n_weights": n,
             "n_nonzero": nz,
+            "n_biases": n_out,
+            "n_nonzero_biases": nz_bias,
             "method": lay.method,
             "nominal_bits": nom,
             **lay.stats,

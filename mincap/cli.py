@@ -184,7 +184,7 @@ def _cmd_train(args) -> int:
 
 
 def _add_entropy(sub) -> None:
-    from mincap.entropy import DEFAULT_BUDGET_S, DEFAULT_THRESHOLD, ESTIMATORS
+    from mincap.entropy.base import DEFAULT_BUDGET_S, DEFAULT_THRESHOLD, ESTIMATORS
 
     p = sub.add_parser(
         "entropy",
@@ -307,7 +307,7 @@ def _add_search(sub) -> None:
 
 
 def _cmd_search(args) -> int:
-    from mincap.search import SearchOptions, run_search
+    from mincap.search.run import SearchOptions, run_search
     from mincap.study import load_study_file
 
     cfg = load_study_file(args.study_file)
@@ -328,6 +328,9 @@ def _add_summary(sub) -> None:
     p.add_argument("--study", default=None, help="study name (default: from the study file)")
     p.add_argument("--no-test", action="store_true", help="do not evaluate the chosen network on the test set")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
+    p.add_argument("--replicates", type=int, default=0, metavar="K",
+                   help="retrain the chosen configuration with K more seeds (validation only; stored in the "
+                        "study, not recomputed) and report how many reach the target")
     p.set_defaults(func=_cmd_summary)
 
 
@@ -344,13 +347,16 @@ def _study_cfg(args):
 
 def _cmd_summary(args) -> int:
     from mincap.report import console
-    from mincap.search import open_study
-    from mincap.summary import summarize, summary_tables
+    from mincap.results.summary import summarize, summary_tables
+    from mincap.search.storage import open_study
 
+    if args.replicates < 0:
+        raise MincapError("--replicates must be >= 0")
     cfg = _study_cfg(args)
     study = open_study(cfg, url=args.storage, create=False)
     s = summarize(study, target=cfg.study.target, dataset=cfg.study.dataset, artifacts_dir=cfg.artifacts_dir,
-                  data_dir=args.data_dir, evaluate_test=not args.no_test)
+                  data_dir=args.data_dir, evaluate_test=not args.no_test, replicates=args.replicates,
+                  study_cfg=cfg)
     if args.json:
         print(json.dumps(s))
     else:
@@ -369,8 +375,8 @@ def _add_export(sub) -> None:
 def _cmd_export(args) -> int:
     from optuna.artifacts import FileSystemArtifactStore, download_artifact
 
-    from mincap.search import open_study
-    from mincap.summary import chosen_trial
+    from mincap.results.summary import chosen_trial
+    from mincap.search.storage import open_study
 
     cfg = _study_cfg(args)
     study = open_study(cfg, url=args.storage, create=False)
@@ -390,7 +396,7 @@ def _cmd_export(args) -> int:
 
 
 def _add_plot(sub) -> None:
-    from mincap.entropy import ESTIMATORS
+    from mincap.entropy.base import ESTIMATORS
 
     p = sub.add_parser(
         "plot", help="entropy vs smallest network over studies (the dataset ladder), Pareto fronts, report",
@@ -407,7 +413,8 @@ def _add_plot(sub) -> None:
     p.add_argument("-o", "--output", required=True, metavar="FILE.png", help="figure 1 (.png or .svg)")
     p.add_argument("--report", default=None, metavar="FILE.md", help="also write the markdown report here")
     p.add_argument("--save-json", action="store_true",
-                   help="write <study>.summary.json beside each study file read live")
+                   help="write <study>.summary.json beside each study file read live, merged into the "
+                   "stored one: a stored value is never replaced by nothing")
     p.add_argument("--no-test", action="store_true", help="do not evaluate chosen networks on the test set")
     p.add_argument("--no-compute", action="store_true",
                    help="never compute a missing entropy estimate (default: compute asker/pixels/labels)")
@@ -420,27 +427,29 @@ def _add_plot(sub) -> None:
 def _cmd_plot(args) -> int:
     import glob
 
-    from mincap import plot
+    from mincap.results import figures, ladder, markdown
 
     if not args.output.endswith((".png", ".svg")):
         raise MincapError(f"-o: the figure must end in .png or .svg, got {args.output}")
     inputs = args.inputs or ([] if args.from_json else ["studies/mnist-99.toml", *sorted(glob.glob("studies/ladder/*.toml"))])
-    rungs = plot.load_rungs(inputs, args.from_json, data_dir=args.data_dir, evaluate_test=not args.no_test,
-                            save_json=args.save_json)
-    drawn = plot.plot_ladder(rungs, args.output, estimator=args.estimator, data_dir=args.data_dir,
-                             compute=not args.no_compute)
-    pareto = plot.pareto_path(args.output)
-    plot.plot_pareto(rungs, pareto)
+    rungs = ladder.load_rungs(inputs, args.from_json, data_dir=args.data_dir, evaluate_test=not args.no_test)
+    drawn = figures.plot_ladder(rungs, args.output, estimator=args.estimator, data_dir=args.data_dir,
+                                compute=not args.no_compute)  # placing none: raises, writes nothing
+    pareto = figures.pareto_path(args.output)
+    figures.plot_pareto(rungs, pareto)
     print(f"wrote {args.output} ({len(drawn['points'])} of {len(rungs)} studies placed) and {pareto}",
           file=sys.stderr)
     for name, why in drawn["skipped"].items():
         hint = f"; run: mincap entropy {name} --estimator {args.estimator}" if "estimate" in why else ""
         print(f"  not placed: {name} ({why}{hint})", file=sys.stderr)
+    if args.save_json:  # after the plot, so that estimates it found or computed are saved too
+        for p in ladder.save_summaries(rungs):
+            print(f"wrote {p}", file=sys.stderr)
     if args.report:
         cmd = " ".join(["mincap plot", *args.inputs, *(f"--from-json {d}" for d in args.from_json or []),
                         f"--estimator {args.estimator}", f"-o {args.output}", f"--report {args.report}"])
-        out = plot.write_report(rungs, args.report, figure=args.output, pareto=pareto, estimator=args.estimator,
-                                machine=args.machine, command=cmd)
+        out = markdown.write_report(rungs, args.report, figure=args.output, pareto=pareto,
+                                    estimator=args.estimator, machine=args.machine, command=cmd)
         print(f"wrote {out}", file=sys.stderr)
     return 0
 

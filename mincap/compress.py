@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from mincap.models import Spec
     from mincap.train import TrainConfig
 
-__all__ = ["CRITERIA", "CompressConfig", "Compressed", "export", "prune_structured", "train_compressed"]
+__all__ = ["CRITERIA", "CompressConfig", "Compressed", "export", "prune_structured", "qat_plan",
+           "train_compressed"]
 
 CRITERIA = ("l1", "l2", "taylor", "random", "bn", "fpgm", "lamp")
 
@@ -207,6 +208,22 @@ def export(model: nn.Module, spec: Spec) -> bytes:
     return encode(replace(spec, batch_norm=False, dropout=0.0), layers)
 
 
+def qat_plan(net: Spec | nn.Module, train_cfg: TrainConfig, comp: CompressConfig) -> tuple[list, int]:
+    """What `train_compressed` trains with: `(QuantSpec | None per conv/linear layer, switch epoch)`.
+
+    Fake quantization is on from epoch index `switch` = epochs - qat_epochs (from the start
+    when that is <= 0). `net` is the spec or its built network; the tuple is also
+    `mincap.batched.train_many`'s `quant=` entry for the trial.
+    """
+    from mincap import quant
+    from mincap.models import Spec, build
+
+    n_layers = len(quant.quant_layers(build(net) if isinstance(net, Spec) else net))
+    qspecs = [None if b is None else quant.QuantSpec(b, comp.per_channel, comp.symmetric)
+              for b in comp.layer_bits(n_layers)]
+    return qspecs, train_cfg.epochs - comp.qat_epochs
+
+
 def train_compressed(spec: Spec, splits: Splits, train_cfg: TrainConfig, comp: CompressConfig, *,
                      on_epoch=None, device=None, pretrained=None) -> Compressed:
     """init_model(spec, train_cfg.seed) -> train (float, then QAT for the last comp.qat_epochs) -> prune/fine-tune
@@ -228,11 +245,9 @@ def train_compressed(spec: Spec, splits: Splits, train_cfg: TrainConfig, comp: C
     else:
         model, first = pretrained
         model = model.to(device)
-    bits = comp.layer_bits(len(quant.quant_layers(model)))
-    qspecs = [None if b is None else quant.QuantSpec(b, comp.per_channel, comp.symmetric) for b in bits]
+    qspecs, switch = qat_plan(model, train_cfg, comp)
     if pretrained is None:
-        quant.attach_fake_quant(model, qspecs, enabled=train_cfg.epochs <= comp.qat_epochs)
-        switch = train_cfg.epochs - comp.qat_epochs
+        quant.attach_fake_quant(model, qspecs, enabled=switch <= 0)
 
         def on_epoch_start(epoch: int, m) -> None:
             quant.set_fake_quant(m, epoch >= switch)

@@ -11,9 +11,13 @@ import contextlib
 from collections.abc import Iterator
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-__all__ = ["console", "epoch_progress", "fmt_acc", "fmt_bits", "render", "train_table"]
+__all__ = [
+    "console", "epoch_progress", "fmt_acc", "fmt_bits", "fmt_bits_unit", "fmt_duration", "fmt_target",
+    "render", "size_table", "train_table",
+]
 
 _stderr = Console(stderr=True)
 
@@ -28,6 +32,33 @@ def fmt_acc(acc: float | None) -> str:
 
 def fmt_bits(bits: float | None) -> str:
     return "-" if bits is None else f"{bits:,.0f}"
+
+
+def fmt_bits_unit(bits: float | None) -> str:
+    """Bits with their unit, short when large: '5,232 bits', '42.9 kbit', '1.5 Mbit'."""
+    if bits is None:
+        return "-"
+    if bits >= 1e6:
+        return f"{bits / 1e6:.3g} Mbit"
+    if bits >= 1e4:
+        return f"{bits / 1e3:.3g} kbit"
+    return f"{fmt_bits(bits)} bits"
+
+
+def fmt_target(target: float) -> str:
+    """A target accuracy without trailing zeros: 0.99 -> '99%', 0.985 -> '98.5%'."""
+    return f"{100 * target:.2f}".rstrip("0").rstrip(".") + "%"
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """A duration in the unit that reads best: '45 s', '12.5 min', '1.50 h'."""
+    if seconds is None:
+        return "-"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.2f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.0f} s"
 
 
 def render(renderable, width: int = 100) -> str:
@@ -61,8 +92,6 @@ def epoch_progress(epochs: int, *, enabled: bool = True, label: str = "training"
     if not enabled:
         yield lambda stats: None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -85,7 +114,7 @@ def size_table(out: dict) -> Table:
     title = f"mincap size: {out.get('file') or out.get('artifact') or out.get('dataset', '')}"
     t = Table(title=title, show_header=True, header_style="bold")
     for col, just in (("layer", "left"), ("shape", "left"), ("bits", "right"), ("method", "left"),
-                      ("nonzero", "right"), ("codes", "right"), ("scales", "right"), ("biases", "right"),
+                      ("nonzero w", "right"), ("codes", "right"), ("scales", "right"), ("biases", "right"),
                       ("total", "right"), ("nominal", "right")):
         t.add_column(col, justify=just)
     for row in out.get("layers", []):
@@ -94,7 +123,7 @@ def size_table(out: dict) -> Table:
         total = row["total_bits"] + (code or 0)
         t.add_row(
             f"{row['kind'][0]}{row['layer']}", "x".join(map(str, row["shape"])), str(row["bits"]), row["method"],
-            f"{row['n_nonzero']:,}", code_txt, f"{row['scale_bits']:,}", f"{row['bias_bits']:,}",
+            f"{row['n_nonzero']:,}/{row['n_weights']:,}", code_txt, f"{row['scale_bits']:,}", f"{row['bias_bits']:,}",
             f"{'~' if code is not None else ''}{total:,.0f}", f"{row['nominal_bits']:,}",
         )
     t.add_section()
@@ -102,7 +131,7 @@ def size_table(out: dict) -> Table:
         t.add_row("header+spec", "", "", "", "", "", "", "", f"{out['header_bits']:,}", "")
         t.add_row("ANS stream", "", "", "ans", "", "", "", "", f"{out['ans_stream_bits']:,}", "")
         t.add_row("CRC32", "", "", "", "", "", "", "", f"{out['checksum_bits']:,}", "")
-    t.add_row("[bold]artifact[/bold]", "", "", "", f"{out['n_nonzero']:,}", "", "", "",
+    t.add_row("[bold]artifact[/bold]", "", "", "", f"{out['n_nonzero']:,}/{out['n_params']:,} p", "", "", "",
               f"[bold]{out['artifact_bits']:,}[/bold]", f"{out['nominal_bits']:,}")
     if "test_acc" in out:
         t.caption = (f"test accuracy {fmt_acc(out['test_acc'])}   parameters {out['n_params']:,}   "

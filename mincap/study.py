@@ -13,6 +13,8 @@
     [space]     the search space: a two-element list is a [low, high] range, a longer or
                 non-numeric list a set of choices, a scalar a fixed value
     [early_stop] enabled, margin, min_progress, min_feasible, hopeless
+    [fidelity]  screening before full training (`mincap.search.fidelity`): enabled, epochs,
+                subset, promote, min_peers, min_val_acc
 
 Unknown keys, wrong types and impossible ranges raise `MincapError` naming the key
 (`mincap` exits 2 with that one line).
@@ -28,11 +30,13 @@ from typing import Any, get_args, get_origin, get_type_hints
 import tomllib
 
 from mincap.errors import MincapError
+from mincap.models import ACTIVATIONS, PRESETS
 
 __all__ = [
     "Budget",
     "DataSection",
     "EarlyStop",
+    "Fidelity",
     "Space",
     "StorageSection",
     "StudyConfig",
@@ -84,6 +88,7 @@ class Space:
     families: tuple[str, ...] = ("cnn",)
     conv_depth: tuple[int, int] = (2, 4)
     channels: tuple[int, int] = (2, 32)  # log-uniform per block
+    channels0: tuple[int, int] = (0, 0)  # the first block's own range (it may be wider); (0, 0): `channels`
     kernels: tuple[int, ...] = (3, 5)
     pools: tuple[int, int] = (1, 2)  # how many of the first blocks end in a 2x2 max pool
     heads: tuple[str, ...] = ("gap", "flatten")
@@ -96,6 +101,7 @@ class Space:
     bits: tuple[int, int] = (2, 8)  # per conv/linear layer
     per_layer_bits: bool = True
     prune_ratio: tuple[float, float] = (0.0, 0.5)
+    prune_ratios: tuple[float, ...] = ()  # a set of choices (e.g. [0, 0.1, 0.2]); replaces the range when given
     prune_steps: tuple[int, int] = (1, 2)
     prune_criteria: tuple[str, ...] = ("l1",)
     finetune_epochs: tuple[int, int] = (1, 2)
@@ -126,6 +132,24 @@ class EarlyStop:
 
 
 @dataclass(frozen=True)
+class Fidelity:
+    """Screen each sampled trial with a short run before its full training (`mincap.search.fidelity`).
+
+    The screening run trains `epochs` epochs on the first `subset` train images (0: all)
+    with the trial's own bit widths and no pruning; a trial is promoted to full training
+    when its (bits, validation accuracy) point is in the best `promote` fraction, by Pareto
+    rank, of the screened trials so far (once `min_peers` exist) and reaches `min_val_acc`.
+    """
+
+    enabled: bool = False
+    epochs: int = 2
+    subset: int = 0  # 0: the whole train split
+    promote: float = 0.5
+    min_peers: int = 4
+    min_val_acc: float = 0.0
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     study: StudySection = field(default_factory=StudySection)
     data: DataSection = field(default_factory=DataSection)
@@ -133,6 +157,7 @@ class StudyConfig:
     storage: StorageSection = field(default_factory=StorageSection)
     space: Space = field(default_factory=Space)
     early_stop: EarlyStop = field(default_factory=EarlyStop)
+    fidelity: Fidelity = field(default_factory=Fidelity)
     path: str = ""  # the study file this came from ("" when built in code)
 
     @property
@@ -214,19 +239,25 @@ def _validate(cfg: StudyConfig) -> None:
     need(set(sp.heads) <= {"gap", "flatten"}, f"space.heads: {sp.heads} not within ('gap', 'flatten')")
     need(1 <= sp.bits[0] and sp.bits[1] <= 8, "space.bits: widths must be within 1..8")
     need(0.0 <= sp.prune_ratio[0] and sp.prune_ratio[1] < 1.0, "space.prune_ratio: must be within [0, 1)")
+    need(all(0.0 <= r < 1.0 for r in sp.prune_ratios), "space.prune_ratios: each must be within [0, 1)")
+    need(sp.channels0 == (0, 0) or sp.channels0[0] >= 1, "space.channels0: widths must be >= 1 ([0, 0]: as channels)")
     need(sp.conv_depth[0] >= 1 or "cnn" not in sp.families, "space.conv_depth: a cnn needs >= 1 conv")
     need(sp.channels[0] >= 1 and sp.hidden_width[0] >= 1 and sp.mlp_width[0] >= 1, "space: widths must be >= 1")
     need(sp.epochs[0] >= 1, "space.epochs: must be >= 1")
     need(sp.lr[0] > 0 and sp.weight_decay[0] > 0, "space.lr/weight_decay: must be > 0 (log scale)")
     need(0.0 <= sp.qat_fraction[0] and sp.qat_fraction[1] <= 1.0, "space.qat_fraction: must be within [0, 1]")
     need(all(b >= 1 for b in sp.batch_size), "space.batch_size: must be >= 1")
-    from mincap.models import ACTIVATIONS, PRESETS
-
     need(set(sp.activations) <= set(ACTIVATIONS), f"space.activations: choose from {ACTIVATIONS}")
     unknown = [p for p in s.seeds if p not in PRESETS]
     need(not unknown, f"study.seeds: unknown preset {unknown[0]!r}" if unknown else "")
     need(0.0 <= cfg.early_stop.margin <= 1.0, "early_stop.margin: must be within [0, 1]")
     need(0.0 < cfg.early_stop.hopeless <= 1.0, "early_stop.hopeless: must be within (0, 1]")
+    fi = cfg.fidelity
+    need(fi.epochs >= 1, "fidelity.epochs: must be >= 1")
+    need(fi.subset >= 0, "fidelity.subset: must be >= 0 (0: the whole train split)")
+    need(0.0 < fi.promote <= 1.0, "fidelity.promote: must be within (0, 1]")
+    need(fi.min_peers >= 1, "fidelity.min_peers: must be >= 1")
+    need(0.0 <= fi.min_val_acc <= 1.0, "fidelity.min_val_acc: must be within [0, 1]")
 
 
 def parse_study(raw: dict, *, path: str = "") -> StudyConfig:

@@ -175,3 +175,16 @@ def test_future_version_message(small_file):
     with pytest.raises(MincapError, match="newer"):
         decode(bytes(future))
     assert main(["verify", "/nonexistent/x.mincap"]) == 2
+
+
+def test_layer_counts_keep_weights_and_biases_apart():
+    """Per layer n_nonzero counts weights only (never more than n_weights); the totals count both."""
+    rng = np.random.default_rng(2)
+    _, dec = _check_roundtrip(SPEC, _layers(SPEC, 4, rng, sparsity=0.9))
+    rows = dec.size["layers"]
+    for row, (shape, n_out) in zip(rows, layer_shapes(SPEC), strict=True):
+        assert row["n_nonzero"] <= row["n_weights"] == int(np.prod(shape))
+        assert row["n_nonzero_biases"] <= row["n_biases"] == n_out
+    assert dec.size["n_params"] == sum(r["n_weights"] + r["n_biases"] for r in rows)
+    assert dec.size["n_nonzero"] == sum(r["n_nonzero"] + r["n_nonzero_biases"] for r in rows)
+    assert sum(r["n_nonzero"] for r in rows) < 0.2 * sum(r["n_weights"] for r in rows)  # 90% sparse weights

@@ -1,4 +1,4 @@
-"""Batched training (mincap.batched) gives each trial what training it alone gives.
+"""Batched training (mincap.batched, mincap.grouped) gives each trial what training it alone gives.
 
 Tolerance (float32 noise only: grouped convs and stacked matmuls sum in another order):
 after 1-2 short epochs on 512 real MNIST images, per trial
@@ -16,7 +16,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mincap import batched, train
+from mincap import batched, grouped, quant, train
+from mincap.compress import qat_plan
 from mincap.data import Split, Splits
 from mincap.errors import NonFiniteLoss
 from mincap.models import Conv, Spec
@@ -63,7 +64,7 @@ def _check_same(solo_model, solo_res, trained, splits):
     assert float((p1 == p2).float().mean()) >= 0.995
 
 
-def test_shift_many_draws_what_shift_draws():
+def test_draw_and_apply_shifts_give_what_shift_gives():
     x = torch.rand(3, 7, 1, 12, 12)
     gens = [torch.Generator().manual_seed(i) for i in range(3)]
     out = batched._apply_shifts(x, batched._draw_shifts([1, 2, 0], gens, 7), 2)
@@ -80,12 +81,17 @@ def test_grouping_by_structure():
     specs = [_cnn(3, 5, 8), _cnn(6, 2, 20), _cnn(4, 4, 0), _cnn(4, 9, 11), _cnn(4, 9, 11, head="gap")]
     cfgs = [cfg, cfg, cfg, train.TrainConfig(batch_size=256), cfg]
     assert batched.group_trials(specs, cfgs) == [[0, 1], [2], [3], [4]]
-    assert batched.group_trials(specs[:2], cfgs[:2], max_group=1) == [[0], [1]]
-    assert batched.max_spec(specs[:2]) == _cnn(6, 5, 20)
+    assert grouped.max_spec(specs[:2]) == _cnn(6, 5, 20)
+    assert specs[0].structure() == specs[1].structure() != specs[2].structure()
+    # With QAT plans, quantizer kinds (per-channel, symmetric) must agree too; bit widths may differ.
+    sym, asym = quant.QuantSpec(4), quant.QuantSpec(2, per_channel=False, symmetric=False)
+    plans = [([sym, None, sym, sym], 1), ([sym, sym, None, quant.QuantSpec(1)], 0)]
+    assert batched.group_trials(specs[:2], cfgs[:2], plans) == [[0, 1]]
+    assert batched.group_trials(specs[:2], cfgs[:2], [plans[0], ([asym] * 4, 0)]) == [[0], [1]]
 
 
-@pytest.mark.parametrize(("bn", "engine"), [(True, "grouped"), (False, "grouped"), (True, "vmap")])
-def test_each_trial_equals_training_it_alone(small, bn, engine):
+@pytest.mark.parametrize("bn", [True, False])
+def test_each_trial_equals_training_it_alone(small, bn):
     # One group: same structure, different widths, learning rates, decay, shifts, seeds, epochs.
     specs = [_cnn(3, 5, 8, bn), _cnn(6, 2, 20, bn), _cnn(4, 9, 11, bn)]
     cfgs = [
@@ -94,7 +100,7 @@ def test_each_trial_equals_training_it_alone(small, bn, engine):
         train.TrainConfig(epochs=2, batch_size=128, lr=0.03, weight_decay=1e-5, augment_shift=2, seed=12),
     ]
     assert len(batched.group_trials(specs, cfgs)) == 1
-    outs = batched.train_many(specs, small, cfgs, engine=engine)
+    outs = batched.train_many(specs, small, cfgs)
     for spec, cfg, out in zip(specs, cfgs, outs):
         m, r = _solo(spec, small, cfg)
         _check_same(m, r, out, small)
@@ -159,7 +165,6 @@ def test_qat_phase_equals_train_compressed_first_phase(small):
     Looser tolerance: a weight near a rounding boundary may take the neighbouring code.
     Measured: relative distance ~1e-4, predictions >= 99.6% identical.
     """
-    from mincap import quant
     from mincap.compress import CompressConfig
 
     specs = [_cnn(3, 5, 8), _cnn(6, 2, 20), _cnn(4, 9, 11), _cnn(5, 4, 9)]
@@ -171,7 +176,7 @@ def test_qat_phase_equals_train_compressed_first_phase(small):
              CompressConfig(bits_per_layer=(1, 2, 6, 5), qat_epochs=2),
              CompressConfig(bits_per_layer=(1, 3, 0, 4), qat_epochs=1, per_channel=False, symmetric=False),
              CompressConfig(bits=3, qat_epochs=1)]
-    plans = [batched.qat_plan(s, c, k) for s, c, k in zip(specs, cfgs, comps)]
+    plans = [qat_plan(s, c, k) for s, c, k in zip(specs, cfgs, comps)]
     outs = batched.train_many(specs, small, cfgs, quant=plans)
     for spec, cfg, comp, (qs, switch), out in zip(specs, cfgs, comps, plans, outs):
         m = train.init_model(spec, cfg.seed)
@@ -200,7 +205,7 @@ def test_train_compressed_continues_from_the_batched_phase(small):
     cfgs = [train.TrainConfig(epochs=2, batch_size=64, seed=20 + i, lr=0.01, augment_shift=0) for i in range(2)]
     comps = [CompressConfig(bits=4, qat_epochs=1, prune_ratio=0.25, prune_finetune_epochs=1),
              CompressConfig(bits_per_layer=(3, 4, 5, 6), qat_epochs=1)]
-    outs = batched.train_many(specs, small, cfgs, quant=[batched.qat_plan(*a) for a in zip(specs, cfgs, comps)])
+    outs = batched.train_many(specs, small, cfgs, quant=[qat_plan(*a) for a in zip(specs, cfgs, comps)])
     for spec, cfg, comp, out in zip(specs, cfgs, comps, outs):
         alone = train_compressed(spec, small, cfg, comp)
         cont = train_compressed(spec, small, cfg, comp, pretrained=out)

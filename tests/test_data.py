@@ -23,11 +23,11 @@ def test_real_mnist_shapes_and_counts(mnist_root):
 
 def test_split_disjoint_and_deterministic(mnist_root):
     x, _ = data.load_arrays("mnist", str(mnist_root), True)
-    tr, va = data._split_indices(len(x), 5000, 0)
+    tr, va = data.split_indices(len(x), 5000, 0)
     assert len(np.intersect1d(tr, va)) == 0 and len(tr) + len(va) == 60000
-    tr2, va2 = data._split_indices(len(x), 5000, 0)
+    tr2, va2 = data.split_indices(len(x), 5000, 0)
     assert np.array_equal(va, va2) and np.array_equal(tr, tr2)
-    _, va3 = data._split_indices(len(x), 5000, 1)
+    _, va3 = data.split_indices(len(x), 5000, 1)
     assert not np.array_equal(va, va3)
     a = data.load("mnist", root=mnist_root, limit=100)
     b = data.load("mnist", root=mnist_root, limit=100)

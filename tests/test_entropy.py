@@ -160,12 +160,12 @@ def test_prequential_budget_cut_is_flagged_and_still_a_code(one_thread):
 def toy_dataset(monkeypatch, tmp_path):
     """A registered synthetic dataset 'toy' (4 classes) and a private cache, never ~/.cache."""
     x, y, _ = _toy(600)
-    info = data.DatasetInfo("toy", 4, lambda root, train: (x, y), "synthetic")
+    info = data.DatasetInfo("toy", 4, lambda roots, train: (x, y))
     monkeypatch.setitem(data.DATASETS, "toy", info)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    data.load_arrays.cache_clear()
+    data.registry._load_arrays.cache_clear()  # arrays are cached per process by (name, search path)
     yield tmp_path
-    data.load_arrays.cache_clear()
+    data.registry._load_arrays.cache_clear()  # arrays are cached per process by (name, search path)
 
 
 def test_estimate_caches_beside_data_then_reuses(toy_dataset):

@@ -3,7 +3,7 @@ import torch
 
 from mincap import models
 from mincap.errors import MincapError
-from mincap.models import Conv, Spec
+from mincap.models import Conv, Spec, parse_arch
 
 
 def test_pytorch_example_has_21840_params():
@@ -49,7 +49,7 @@ def test_mlp_spec():
     [
         ('{"family":"rnn"}', "family"),
         ('{"family":"cnn","oops":1}', "unknown field"),
-        ('{"family":"cnn","convs":[[8,29]]}', "leaves no pixels"),
+        ('{"family":"cnn","convs":[[8,29,1,1,0]]}', "leaves no pixels"),
         ("{not json", "not valid JSON"),
         ('{"family":"mlp","activation":"swish"}', "activation"),
     ],
@@ -62,3 +62,16 @@ def test_bad_specs(text, msg):
 def test_parse_arch_unknown_name():
     with pytest.raises(MincapError, match="neither a preset"):
         models.parse_arch("resnet9000")
+
+
+@pytest.mark.parametrize("text,says", [
+    ('{"family":"cnn","convs":[["a",3,1,1,1]]}', "conv 0 channels must be whole numbers, got 'a'"),
+    ('{"family":"cnn","convs":[[8,3]]}', "conv 0 must be [channels, kernel, stride, pool, pad], got [8, 3]"),
+    ('{"family":"cnn","convs":[[8,3,1,true,1]]}', "conv 0 pool must be whole numbers, got True"),
+    ('{"family":"mlp","hidden":[4.5]}', "hidden must be whole numbers, got 4.5"),
+    ('{"family":"mlp","hidden":[8],"in_shape":[28,28]}', "in_shape must be [channels, height, width]"),
+])
+def test_bad_arch_fields_are_one_clear_line(text, says):
+    with pytest.raises(MincapError) as err:
+        parse_arch(text)
+    assert says in str(err.value) and "\n" not in str(err.value)

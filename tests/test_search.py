@@ -13,6 +13,7 @@ import pytest
 from mincap import search
 from mincap.cli import main
 from mincap.errors import NonFiniteLoss
+from mincap.search import run as search_run
 from mincap.study import load_study_file
 
 STUDY = """
@@ -74,9 +75,9 @@ def test_run_then_resume(tmp_path, mnist_root):
 
 
 def test_nan_trial_fails_with_reason_and_study_goes_on(tmp_path, mnist_root, monkeypatch):
-    from mincap import compress
+    from mincap.search import objective
 
-    real = compress.train_compressed
+    real = objective.train_compressed
     calls = []
 
     def flaky(spec, splits, cfg, comp, **kw):
@@ -85,7 +86,7 @@ def test_nan_trial_fails_with_reason_and_study_goes_on(tmp_path, mnist_root, mon
             raise NonFiniteLoss("loss became nan in epoch 1")
         return real(spec, splits, cfg, comp, **kw)
 
-    monkeypatch.setattr(compress, "train_compressed", flaky)
+    monkeypatch.setattr(objective, "train_compressed", flaky)
     f = make_study(tmp_path, name="nan")
     assert main(["search", str(f), "--trials", "3", "--no-progress", "--data-dir", str(mnist_root)]) == 0
     trials = _trials(f)
@@ -128,7 +129,7 @@ def test_sigkill_mid_trial_then_resume(tmp_path, mnist_root):
     assert len(retried) == 1 and retried[0].state.name == "COMPLETE"
     assert retried[0].params == after[killed].params
     cfg_study = optuna.load_study(study_name="kill", storage=cfg.storage_url)
-    from mincap.summary import summarize
+    from mincap.results.summary import summarize
 
     fails = summarize(cfg_study, target=0.6, dataset="mnist", evaluate_test=False)["failures"]
     assert [f["reason"] for f in fails if f["trial"] == killed] == [
@@ -252,7 +253,7 @@ def test_plain_optuna_reads_what_summary_reports(tmp_path, mnist_root, capsys):
 
 @pytest.mark.parametrize("total,workers,expected", [(5, 2, [3, 2]), (2, 3, [1, 1, 0]), (None, 2, [None, None])])
 def test_split_trials(total, workers, expected):
-    assert search.split_trials(total, workers) == expected
+    assert search_run.split_trials(total, workers) == expected
 
 
 def test_early_stop_rule():

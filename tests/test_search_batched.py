@@ -1,4 +1,4 @@
-"""The batched search loop (mincap.search_batched) on CPU: same study results as one trial at a time."""
+"""The batched search loop (mincap.search.batched) on CPU: same study results as one trial at a time."""
 
 import signal
 import subprocess
@@ -11,8 +11,10 @@ import pytest
 # tests/ is on sys.path (pytest's rootdir-relative imports)
 from test_search import _env, _trials, _wait_running, make_study
 
-from mincap import batched, search, search_batched
+from mincap import batched, search
 from mincap.cli import main
+from mincap.search import batched as search_batched
+from mincap.search import run as search_run
 from mincap.study import load_study_file
 
 SETTINGS = [{"family": "mlp", "activation": "relu", "mlp_depth": 1, "m0": w, "bits0": b, "bits1": b,
@@ -66,21 +68,19 @@ def test_batched_search_samples_groups_that_share_a_structure(tmp_path, mnist_ro
 def test_early_stop_and_a_failure_inside_a_group(tmp_path, mnist_root, monkeypatch):
     """Target 0.99 on 300 images: every trial is hopeless after epoch 1 of 2 and is PRUNED
     without post-processing; a failure in one member's post-processing fails only it."""
-    from mincap import compress
-
     stopped = _run(tmp_path, mnist_root, "hopeless", 4, target=0.99, early_stop=True)
     for t in stopped.values():
         assert t.state.name == "PRUNED", t.user_attrs.get("fail_reason")
         assert len(t.user_attrs["curve"]) == 1 and t.user_attrs["early_stop_saved_s"] > 0
 
-    real = compress.train_compressed
+    real = search_batched.train_compressed
 
     def flaky(spec, *a, **k):
         if spec.hidden == (16,):
             raise RuntimeError("boom in post-processing")
         return real(spec, *a, **k)
 
-    monkeypatch.setattr(compress, "train_compressed", flaky)
+    monkeypatch.setattr(search_batched, "train_compressed", flaky)
     mixed = _run(tmp_path, mnist_root, "mixed", 4)
     states = [mixed[n].state.name for n in range(4)]
     assert states == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
@@ -88,9 +88,9 @@ def test_early_stop_and_a_failure_inside_a_group(tmp_path, mnist_root, monkeypat
 
 
 def test_group_size_rule():
-    assert search.group_size(0, "cpu") == 1
-    assert search.group_size(0, "cuda:0") == search.GPU_GROUP
-    assert search.group_size(3, "cpu") == 3
+    assert search_run.group_size(0, "cpu") == 1
+    assert search_run.group_size(0, "cuda:0") == search_run.GPU_GROUP
+    assert search_run.group_size(3, "cpu") == 3
     with pytest.raises(Exception, match="batch-trials"):
         search.SearchOptions(batch_trials=-1)
 

@@ -5,8 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from mincap import data, variants
+from mincap import data
 from mincap.cli import main
+from mincap.data import variants
 
 MNIST_DERIVED = {
     "mnist-binary": ((1, 28, 28), 10),
@@ -69,7 +70,7 @@ def test_mnist_variant_shapes_classes_determinism(name, mnist_root):
         assert len(y) == int((my < k).sum()) and np.array_equal(x, mx[my < k])
     # its own train / validation split: disjoint, covering, the images of the derived set
     n = len(data.load_arrays(name, str(mnist_root), True)[1])
-    tr, va = data._split_indices(n, 2000, 0)
+    tr, va = data.split_indices(n, 2000, 0)
     assert not set(tr.tolist()) & set(va.tolist()) and len(tr) + len(va) == n
     s = data.load(name, root=mnist_root, n_val=2000)
     xa, ya = data.load_arrays(name, str(mnist_root), True)
@@ -151,5 +152,5 @@ def test_digits_through_the_registry(tmp_path):
     te = data.load_test("digits", root=tmp_path)
     assert s.in_shape == (1, 8, 8) and s.n_classes == 10
     assert len(s.train) == 1138 and len(s.val) == 300 and len(te) == 359
-    tr, va = data._split_indices(1438, 300, 0)
+    tr, va = data.split_indices(1438, 300, 0)
     assert not set(tr.tolist()) & set(va.tolist())

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["cache_dirs", "fingerprint", "key", "read", "write"]
+from mincap.data import data_dir
+
+__all__ = ["cache_dirs", "fingerprint", "key", "newest", "read", "write"]
 
 
 def cache_dirs(root: str | os.PathLike | None) -> list[Path]:
     """Candidate folders, preferred first: beside the data, then the per-user cache."""
-    from mincap.data import data_dir
-
     user = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mincap"
     dirs = [data_dir(root) / "mincap-cache" / "entropy", user / "mincap-cache" / "entropy"]
     return list(dict.fromkeys(dirs))
@@ -44,6 +44,28 @@ def key(dataset: str, estimator: str, settings: dict, data_fp: str) -> str:
     blob = json.dumps({"settings": settings, "data": data_fp}, sort_keys=True).encode()
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in dataset)
     return f"{safe}-{estimator}-{hashlib.sha256(blob).hexdigest()[:16]}.json"
+
+
+def newest(dataset: str, root=None) -> dict[str, dict]:
+    """The newest cached result of each estimator for `dataset`, whatever its settings (none computed).
+
+    {estimator: {"bits_per_example": ..., "bits_total": ...}}, estimators sorted by name. For
+    reports that show what has been estimated; `read` is the exact lookup by key.
+    """
+    found: dict[str, tuple[float, dict]] = {}
+    for d in cache_dirs(root):
+        for f in Path(d).glob(f"{dataset}-*.json"):
+            try:
+                e = json.loads(f.read_text())
+            except (OSError, ValueError):
+                continue
+            if e.get("dataset") != dataset or "estimator" not in e:
+                continue
+            mtime = f.stat().st_mtime
+            if e["estimator"] not in found or mtime > found[e["estimator"]][0]:
+                found[e["estimator"]] = (mtime, {"bits_per_example": e.get("bits_per_example"),
+                                                  "bits_total": e.get("bits_total")})
+    return {k: v for k, (_, v) in sorted(found.items())}
 
 
 def read(root, name: str) -> dict | None:

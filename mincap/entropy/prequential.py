@@ -35,12 +35,14 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING
 
+import numpy as np
+import torch
+
+from mincap import train as tr
+from mincap.data import Split, Splits
 from mincap.errors import MincapError
-
-if TYPE_CHECKING:
-    import numpy as np
+from mincap.models import parse_arch, prepare
 
 __all__ = ["BLIER_OLLIVIER_FRACTIONS", "PrequentialConfig", "PrequentialResult", "chunk_ends", "prequential"]
 
@@ -112,10 +114,6 @@ def _bits_on(model, x, y, cfg: PrequentialConfig, n_classes: int) -> tuple[float
     Options: the model at each temperature (mixed with eps of uniform), or the
     uniform code; choosing costs log2(#options) bits.
     """
-    import torch
-
-    from mincap.models import prepare
-
     model.eval()
     with torch.no_grad():
         logits = torch.cat([model(prepare(x[i : i + 5000])).double() for i in range(0, len(y), 5000)])
@@ -142,13 +140,6 @@ def prequential(
 
     `on_chunk(k, n_chunks, info)` is called after each chunk is coded (progress).
     """
-    import numpy as np
-    import torch
-
-    from mincap import train as tr
-    from mincap.data import Split, Splits
-    from mincap.models import parse_arch
-
     x = np.asarray(x)
     y = np.asarray(y)
     if x.ndim != 4 or x.dtype != np.uint8 or len(x) != len(y):

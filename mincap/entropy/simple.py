@@ -16,8 +16,10 @@ import lzma
 import math
 
 import numpy as np
+import zstandard
+from PIL import Image
 
-from mincap.entropy import COMPRESSORS, DEFAULT_THRESHOLD
+from mincap.entropy.base import COMPRESSORS, DEFAULT_THRESHOLD
 from mincap.errors import MincapError
 
 __all__ = [
@@ -127,8 +129,6 @@ def label_bits(y: np.ndarray, n_classes: int) -> float:
 
 def _png_size(flat: np.ndarray, shape: tuple[int, ...]) -> int:
     """Bytes of the images stacked vertically into one 8-bit grayscale PNG (PIL, optimize=True)."""
-    from PIL import Image
-
     # single-channel images keep their width; anything else becomes one row of D pixels each
     w = shape[2] if len(shape) == 3 and shape[0] == 1 else flat.shape[1]
     buf = io.BytesIO()
@@ -158,8 +158,6 @@ def compressed_sizes(
         if name == "lzma":
             sizes[name] = len(lzma.compress(raw, preset=9 | lzma.PRESET_EXTREME))
         elif name == "zstd":
-            import zstandard
-
             sizes[name] = len(zstandard.ZstdCompressor(level=22).compress(raw))
         elif name == "png":
             sizes[name] = _png_size(flat, shape)

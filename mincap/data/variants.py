@@ -31,14 +31,14 @@ From scikit-learn's bundled copy of the UCI optical digits (no download):
   study file sets `[data] n_val`, e.g. 300: the default 5,000 is more than the
   whole set).
 
-Registration happens on import; `mincap.data` imports this module at its end.
+Registration happens on import (`mincap.data` imports this module).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
+
+from mincap.data.registry import DatasetInfo, Roots, load_arrays, register
 
 __all__ = [
     "BINARY_THRESHOLD",
@@ -101,6 +101,7 @@ def _digits_split(y: np.ndarray) -> np.ndarray:
 
 def digits_arrays(train: bool) -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's bundled 8x8 digits as uint8 (N, 1, 8, 8) 0..255 and int64 labels; train or test part."""
+    # Lazy: scikit-learn (with scipy) takes ~1 s to import and only this rung needs it.
     from sklearn.datasets import load_digits
 
     d = load_digits()
@@ -114,52 +115,42 @@ def digits_arrays(train: bool) -> tuple[np.ndarray, np.ndarray]:
 # --- registration --------------------------------------------------------------------------
 
 
-def _mnist(root: Path, train: bool) -> tuple[np.ndarray, np.ndarray]:
-    from mincap import data  # lazy: mincap.data imports this module at its end
-
-    return data.load_arrays("mnist", str(root), train)
+def _mnist(roots: Roots, train: bool) -> tuple[np.ndarray, np.ndarray]:
+    return load_arrays("mnist", roots, train)
 
 
-def _binary_loader(root: Path, train: bool):
-    x, y = _mnist(root, train)
+def _binary_loader(roots: Roots, train: bool):
+    x, y = _mnist(roots, train)
     return binarize(x), y.copy()
 
 
 def _down_loader(factor: int):
-    def load_arrays(root: Path, train: bool):
-        x, y = _mnist(root, train)
+    def load_arrays(roots: Roots, train: bool):
+        x, y = _mnist(roots, train)
         return area_downsample(x, factor), y.copy()
 
     return load_arrays
 
 
 def _k_loader(k: int):
-    def load_arrays(root: Path, train: bool):
-        x, y = _mnist(root, train)
+    def load_arrays(roots: Roots, train: bool):
+        x, y = _mnist(roots, train)
         return first_classes(x, y, k)
 
     return load_arrays
 
 
-def _digits_loader(root: Path, train: bool):
+def _digits_loader(roots: Roots, train: bool):
     return digits_arrays(train)
 
 
 def _register() -> None:
-    from mincap.data import DatasetInfo, register
-
-    register(DatasetInfo(
-        "mnist-binary", 10, _binary_loader,
-        f"MNIST binarized: pixel > {BINARY_THRESHOLD} -> 255 else 0, 28x28",
-    ))
-    register(DatasetInfo("mnist-14", 10, _down_loader(2), "MNIST area-averaged 2x2 -> 14x14"))
-    register(DatasetInfo("mnist-7", 10, _down_loader(4), "MNIST area-averaged 4x4 -> 7x7"))
+    register(DatasetInfo("mnist-binary", 10, _binary_loader))
+    register(DatasetInfo("mnist-14", 10, _down_loader(2)))
+    register(DatasetInfo("mnist-7", 10, _down_loader(4)))
     for k in range(2, 10):
-        register(DatasetInfo(f"mnist-k{k}", k, _k_loader(k), f"MNIST digits 0..{k - 1} only, 28x28"))
-    register(DatasetInfo(
-        "digits", 10, _digits_loader,
-        "scikit-learn's 8x8 digits (1,797; 0..16 scaled to 0..255); seeded stratified 20% test split",
-    ))
+        register(DatasetInfo(f"mnist-k{k}", k, _k_loader(k)))
+    register(DatasetInfo("digits", 10, _digits_loader))
 
 
 _register()

@@ -14,7 +14,7 @@ above 1 (the default on CUDA, `--batch-trials N` anywhere). Per group:
    steps from there on -- and the trial is told COMPLETE, PRUNED or FAIL.
 
 Each trial's result equals what it gets alone within float32 noise (tests/test_batched.py,
-tests/test_search_batched.py). `train_time_s` of a batched trial is its group's shared
+tests/search/test_batched_search.py). `train_time_s` of a batched trial is its group's shared
 time plus its own post-processing, so summing it over trials overstates the cost; the
 summary's search wall time (union of trial intervals) does not. Trials record their group
 as `batch_group` = [first trial number, group size].
@@ -30,46 +30,39 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING
+import warnings
 
-if TYPE_CHECKING:
-    from mincap.search import Objective
+import optuna
+from optuna.trial import TrialState
 
-__all__ = ["STRUCTURAL_PARAMS", "ask_group", "is_structural", "optimize_batched"]
+from mincap.batched import train_many
+from mincap.compress import qat_plan, train_compressed
+from mincap.search.objective import Objective, record_failure, record_interrupt
+from mincap.search.space import sample_trial
+from mincap.study import StudyConfig
 
-
-# Sampled parameters that fix a layer structure and the step count: trials that share them can
-# share one batched computation (`mincap.batched.group_key` checks the same on the specs).
-STRUCTURAL_PARAMS = ("family", "activation", "conv_depth", "pools", "head", "hidden_depth", "batch_norm",
-                     "mlp_depth", "batch_size")
-
-
-def is_structural(name: str) -> bool:
-    return name in STRUCTURAL_PARAMS or (name[:1] == "k" and name[1:].isdigit())
+__all__ = ["ask_group", "heartbeat_interval", "optimize_batched"]
 
 
-def ask_group(study, cfg, in_shape, n_classes, k: int) -> list[tuple]:
+def ask_group(study, cfg: StudyConfig, in_shape: tuple[int, int, int], n_classes: int, k: int) -> list[tuple]:
     """Ask `study` for up to `k` trials that share one layer structure: `[(trial, spec, TrainConfig, CompressConfig)]`.
 
     The first trial is sampled freely; the other k-1 are enqueued with its structural
-    parameters (family, depth, kernels, pools, head, hidden depth, batch size, ...) fixed
+    parameters (those `sample_trial` marks structural: family, depths, kernels, batch size, ...) fixed
     and asked, so the sampler draws their widths, learning rates, bit widths and epochs.
     Randomly sampled architectures almost never share a structure; this is how a search
     gets groups worth batching. Another worker on the same storage may take one of the
     enqueued trials; it then simply runs alone there.
     """
-    from optuna.trial import TrialState
-
-    from mincap.search import sample_trial
-
     # Trials already waiting (seeds, re-queued stale trials, a previous group's leftovers)
     # are asked first whatever their structure -- train_many then splits the group -- and
     # only the rest is filled with copies of the first trial's structure, so a search
     # leaves no enqueued trials of its own behind.
     waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
     first = study.ask()
-    out = [(first, *sample_trial(first, cfg, in_shape, n_classes))]
-    fixed = {name: v for name, v in first.params.items() if is_structural(name)}
+    structural: list[str] = []
+    out = [(first, *sample_trial(first, cfg, in_shape, n_classes, structural=structural))]
+    fixed = {name: first.params[name] for name in structural}
     for _ in range(k - 1 - max(0, waiting - 1)):
         study.enqueue_trial(fixed)
     for _ in range(k - 1):
@@ -127,15 +120,6 @@ class _Heartbeat:
 def optimize_batched(study, objective: Objective, *, n_trials: int | None, timeout_s: float | None,
                      group_size: int) -> int:
     """Run trials in groups of up to `group_size` until `n_trials` or `timeout_s`; returns the trials run."""
-    import warnings
-
-    import optuna
-    from optuna.trial import TrialState
-
-    from mincap.batched import qat_plan, train_many
-    from mincap.compress import train_compressed
-    from mincap.search import record_failure
-
     # study.ask() warns that heartbeats are meant for study.optimize; this loop sends them itself.
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
     splits, device = objective.splits, objective.device
@@ -164,7 +148,7 @@ def optimize_batched(study, objective: Objective, *, n_trials: int | None, timeo
                         if out.error is not None:
                             raise out.error
                         res = None
-                        if run.saved_s is None:
+                        if not run.stopped:
                             res = train_compressed(spec, splits, cfg, comp, on_epoch=run.on_epoch, device=device,
                                                    pretrained=out)
                         beat.tell(study, trial, objective.finish(run, res, comp))
@@ -173,8 +157,9 @@ def optimize_batched(study, objective: Objective, *, n_trials: int | None, timeo
                     except Exception as err:
                         record_failure(trial, err)
                         beat.tell(study, trial, state=TrialState.FAIL)
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as stop:
                 for t in beat.open(trials):
+                    record_interrupt(t, stop)
                     beat.tell(study, t, state=TrialState.FAIL)
                 raise
             except Exception as err:  # the batched phase failed (e.g. out of GPU memory): its trials with it

@@ -1,21 +1,36 @@
 """What a study found: trials by state, the Pareto front, and the chosen network.
 
+Stopped trials are listed with their reason: FAIL trials with `fail_reason` (an error,
+"interrupted by the user (SIGINT)"), PRUNED ones with `stop_reason` (early stop, the
+search's --timeout deadline).
+
 The chosen network is the COMPLETE trial with the smallest `artifact_bits` whose
 *validation* accuracy meets the target. Its test accuracy is then evaluated once, from
 its stored artifact, saved in the study (`test_acc/<trial>` user attribute) and shown
-— it never takes part in choosing.
+— it never takes part in choosing. On request (`replicates=K`) the chosen configuration is
+retrained with K more seeds on validation (`mincap.search.replicates`, stored in the study)
+and the count reaching the target is shown. `summarize` returns the summary as plain data (the
+dict `mincap summary --json` prints); `summary_tables` renders it for the terminal.
 """
 
 from __future__ import annotations
 
+import json
+import tempfile
+from pathlib import Path
 from typing import Any
 
+from optuna.artifacts import FileSystemArtifactStore, download_artifact
 from rich.console import Group
 from rich.table import Table
 
+from mincap.artifact import decode, read
+from mincap.entropy import cache as entropy_cache
 from mincap.report import fmt_acc, fmt_bits
+from mincap.search.replicates import replicate_trial, stored_replicates
+from mincap.train import final_test_accuracy
 
-__all__ = ["chosen_trial", "summarize", "summary_tables"]
+__all__ = ["chosen_trial", "summarize", "summary_tables", "test_accuracy_once"]
 
 
 def _feasible(t, target: float) -> bool:
@@ -23,6 +38,7 @@ def _feasible(t, target: float) -> bool:
 
 
 def chosen_trial(study, target: float):
+    """The smallest COMPLETE trial whose validation accuracy reaches `target` (ties: higher val, older)."""
     ok = [t for t in study.get_trials(deepcopy=False) if _feasible(t, target)]
     return min(ok, key=lambda t: (t.user_attrs["artifact_bits"], -t.user_attrs["val_acc"], t.number)) if ok else None
 
@@ -30,8 +46,6 @@ def chosen_trial(study, target: float):
 def _row(t) -> dict[str, Any]:
     a = t.user_attrs
     spec = a.get("final_spec") or a.get("spec")
-    import json
-
     fam = json.loads(spec).get("family") if spec else None
     return {
         "trial": t.number, "artifact_bits": a.get("artifact_bits"), "val_acc": a.get("val_acc"),
@@ -47,14 +61,6 @@ def test_accuracy_once(study, trial, dataset: str, artifacts_dir, *, data_dir=No
     key = f"test_acc/{trial.number}"
     if key in study.user_attrs:
         return study.user_attrs[key]
-    import tempfile
-    from pathlib import Path
-
-    from optuna.artifacts import FileSystemArtifactStore, download_artifact
-
-    from mincap.artifact import decode, read
-    from mincap.train import final_test_accuracy
-
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "chosen.mincap"
         download_artifact(artifact_store=FileSystemArtifactStore(str(artifacts_dir)), file_path=str(path),
@@ -65,35 +71,38 @@ def test_accuracy_once(study, trial, dataset: str, artifacts_dir, *, data_dir=No
     return acc
 
 
-def cached_entropy(dataset: str, *, data_dir=None) -> dict[str, dict[str, Any]]:
-    """The dataset's entropy estimates already in `mincap entropy`'s cache (none computed here).
+def _search_wall_s(trials) -> float:
+    """Wall time spent searching, over all `mincap search` runs and workers: the union of the
+    trials' intervals (a budget in the study file says nothing about how often it was run)."""
+    spans = sorted((t.datetime_start, t.datetime_complete) for t in trials if t.datetime_start and t.datetime_complete)
+    wall, end = 0.0, None
+    for a, b in spans:
+        if end is None or a > end:
+            wall += (b - a).total_seconds()
+            end = b
+        elif b > end:
+            wall += (b - end).total_seconds()
+            end = b
+    return wall
 
-    The newest cached result per estimator: {estimator: {bits_per_example, bits_total}}.
-    """
-    import json
-    from pathlib import Path
 
-    from mincap.entropy.cache import cache_dirs
-
-    found: dict[str, tuple[float, dict[str, Any]]] = {}
-    for d in cache_dirs(data_dir):
-        for f in Path(d).glob(f"{dataset}-*.json"):
-            try:
-                e = json.loads(f.read_text())
-            except (OSError, ValueError):
-                continue
-            if e.get("dataset") != dataset or "estimator" not in e:
-                continue
-            mtime = f.stat().st_mtime
-            if e["estimator"] not in found or mtime > found[e["estimator"]][0]:
-                found[e["estimator"]] = (mtime, {"bits_per_example": e.get("bits_per_example"),
-                                                  "bits_total": e.get("bits_total")})
-    return {k: v for k, (_, v) in sorted(found.items())}
+def _pruned_reason(t) -> str:
+    """Why a trial was pruned: its `stop_reason` (early stop, the --timeout deadline), else, for
+    studies from before `stop_reason` was recorded, read from the early-stop attributes."""
+    a = t.user_attrs
+    if a.get("stop_reason"):
+        return a["stop_reason"][:200]
+    if "early_stop_val_acc" in a:
+        return f"early stop at epoch {len(a.get('curve') or [])} (val {fmt_acc(a['early_stop_val_acc'])})"
+    return ""
 
 
 def summarize(study, *, target: float, dataset: str, artifacts_dir=None, data_dir=None,
-              evaluate_test: bool = True) -> dict[str, Any]:
-    """The summary as plain data (the same dict `--json` prints)."""
+              evaluate_test: bool = True, replicates: int = 0, study_cfg=None) -> dict[str, Any]:
+    """The summary as plain data (the same dict `--json` prints).
+
+    `replicates=K` (needs `study_cfg`, the `StudyConfig`): retrain the chosen configuration with
+    K more seeds; without it, replicates stored by an earlier request are shown."""
     trials = study.get_trials(deepcopy=False)
     states: dict[str, dict[str, float]] = {}
     for t in trials:
@@ -114,32 +123,28 @@ def summarize(study, *, target: float, dataset: str, artifacts_dir=None, data_di
             chosen["test_acc"] = test_accuracy_once(study, best, dataset, artifacts_dir, data_dir=data_dir)
         else:
             chosen["test_acc"] = study.user_attrs.get(f"test_acc/{best.number}")
+        if replicates and study_cfg is not None:
+            chosen["replicates"] = replicate_trial(study, best, study_cfg, k=replicates, data_dir=data_dir)
+        else:
+            chosen["replicates"] = stored_replicates(study, best.number, target)
     saved = sum(t.user_attrs.get("early_stop_saved_s", 0.0) for t in trials)
-    # Wall time spent searching, over all `mincap search` runs and workers: the union of the
-    # trials' intervals (a budget in the study file says nothing about how often it was run).
-    spans = sorted((t.datetime_start, t.datetime_complete) for t in trials if t.datetime_start and t.datetime_complete)
-    wall, end = 0.0, None
-    for a, b in spans:
-        if end is None or a > end:
-            wall += (b - a).total_seconds()
-            end = b
-        elif b > end:
-            wall += (b - end).total_seconds()
-            end = b
     # A trial failed by the heartbeat check has no reason of its own: its process died (kill -9,
     # a lost machine) and `mincap search` re-queued its parameters as a new trial.
     retried = {t.system_attrs.get("failed_trial") for t in trials}
     fails = [{"trial": t.number, "reason": t.user_attrs.get("fail_reason", "")[:200]
               or ("its process stopped (stale heartbeat); parameters re-queued" if t.number in retried else "")}
              for t in trials if t.state.name == "FAIL"]
+    pruned = [{"trial": t.number, "reason": _pruned_reason(t)} for t in trials if t.state.name == "PRUNED"]
     return {
         "study": study.study_name, "dataset": dataset, "target": target, "n_trials": len(trials),
-        "states": states, "search_wall_s": round(wall, 1), "early_stop_saved_s": round(saved, 1), "pareto_front": front, "chosen": chosen,
-        "failures": fails, "entropy": cached_entropy(dataset, data_dir=data_dir),
+        "states": states, "search_wall_s": round(_search_wall_s(trials), 1),
+        "early_stop_saved_s": round(saved, 1), "pareto_front": front, "chosen": chosen,
+        "failures": fails, "pruned": pruned, "entropy": entropy_cache.newest(dataset, data_dir),
     }
 
 
 def summary_tables(s: dict[str, Any]) -> Group:
+    """The summary for the terminal: trials by state, Pareto front, failures, chosen network, entropy."""
     t1 = Table(title=f"{s['study']}: trials by state", header_style="bold",
                caption=f"early stopping saved ~{s['early_stop_saved_s']:.0f} s")
     for col in ("state", "trials", "time (s)"):
@@ -156,13 +161,14 @@ def summary_tables(s: dict[str, Any]) -> Group:
                    f"{r['n_params']:,}", fmt_bits(r["mackay_bits"]),
                    ",".join(map(str, r["bits_per_layer"] or [])), r["family"] or "-")
     parts = [t1, t2]
-    if s["failures"]:
-        tf = Table(title="failed trials", header_style="bold")
-        tf.add_column("trial", justify="right")
-        tf.add_column("reason")
-        for f in s["failures"]:
-            tf.add_row(str(f["trial"]), f["reason"] or "-")
-        parts.append(tf)
+    for title, key in (("failed trials", "failures"), ("pruned trials", "pruned")):
+        if s.get(key):  # "pruned" is missing from summaries written before it was recorded
+            tf = Table(title=title, header_style="bold")
+            tf.add_column("trial", justify="right")
+            tf.add_column("reason")
+            for f in s[key]:
+                tf.add_row(str(f["trial"]), f["reason"] or "-")
+            parts.append(tf)
     c = s["chosen"]
     t3 = Table(title="chosen network (smallest artifact with validation accuracy >= target)", show_header=False)
     t3.add_column("k")
@@ -177,6 +183,10 @@ def summary_tables(s: dict[str, Any]) -> Group:
         t3.add_row("MacKay bits (2 per parameter)", fmt_bits(c["mackay_bits"]))
         t3.add_row("validation accuracy", fmt_acc(c["val_acc"]))
         t3.add_row("test accuracy (reported, not used to choose)", fmt_acc(c.get("test_acc")))
+        if c.get("replicates"):
+            r = c["replicates"]
+            t3.add_row("other seeds reaching the target (validation)",
+                       f"{r['n_reach']} of {r['k']} (val {', '.join(fmt_acc(a) for a in r['val_acc'])})")
         t3.add_row("spec", c["spec"] or "-")
     parts.append(t3)
     if s.get("entropy"):

@@ -1,0 +1,331 @@
+"""The data behind the ladder figures and the report, with no drawing.
+
+A *rung* is one study's summary: the dict `mincap summary --json` prints
+(`mincap.results.summary.summarize`), read either live from a study file (`.toml`,
+which may evaluate the chosen network's test accuracy once) or from a committed JSON
+file (`studies/ladder/<name>.summary.json`), so that the figures and the report
+regenerate from committed files alone. A study read live starts from its stored summary
+(`mincap.results.stored`): what the live computation lacks (the entropy cache of a fresh
+clone is empty) is taken from it, and `save_summaries` rewrites it with nothing lost.
+`load_rungs` only loads; `entropy_x` finds (or, for cheap estimators, computes) each
+rung's entropy estimate, the X of figure 1.
+
+`ladder_info` and `pareto_info` extract what the figures show (Optuna keeps
+`_get_pareto_front_info` apart from drawing the same way); `mincap.results.figures`
+draws them, `mincap.results.markdown` writes `report_rows` as a table.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from mincap import entropy
+from mincap.data.variants import LADDER
+from mincap.entropy import cache as entropy_cache
+from mincap.errors import MincapError
+from mincap.report import fmt_duration, fmt_target
+from mincap.results.stored import (
+    config_of,
+    load_summary,
+    merge,
+    read_summary,
+    summary_path,
+    write_summary,
+)
+from mincap.results.summary import chosen_trial, summarize
+from mincap.search.storage import open_study
+from mincap.study import load_study_file
+
+__all__ = [
+    "ANCHORS",
+    "CHEAP_ESTIMATORS",
+    "LEARNER",
+    "MACKAY_FLOAT_BITS",
+    "LadderInfo",
+    "ParetoInfo",
+    "cpu_time_s",
+    "entropy_x",
+    "estimate_bits",
+    "ladder_info",
+    "load_rungs",
+    "machine_description",
+    "pareto_info",
+    "report_rows",
+    "rung_name",
+    "save_summaries",
+    "spec_short",
+]
+
+# Estimators cheap and deterministic enough to compute when a summary lacks them (< a few s).
+CHEAP_ESTIMATORS = ("asker", "pixels", "labels")
+# MacKay's ~2 bits of capacity per weight, used as the learner did: bits / 2 = weights
+# needed; each weight stored as a 32-bit float.
+MACKAY_FLOAT_BITS = 32
+# The learner: 191 "bits of entropy" -> ~95 units; read as 95 float32 weights.
+LEARNER = {"entropy_bits": 191.0, "weights": 95, "bits": 95 * MACKAY_FLOAT_BITS}
+# Published sizes of MNIST classifiers at >= 99% test accuracy (bits).
+ANCHORS = (
+    ("MIRACLE (Havasi et al. 2019)", 12_200),
+    ("BitNetMCU", 42_880),
+    ("1,936 float32 params", 1_936 * 32),
+)
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def machine_description() -> str:
+    """One line naming the current machine: CPU model, cores, OS."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} logical cores, {platform.system()} {platform.release()}"
+
+
+def _ladder_order(p: Path) -> tuple[int, str]:
+    """Summary files in ladder order (LADDER), others after, by name."""
+    stem = p.name.removesuffix(".summary.json")
+    return (LADDER.index(stem) if stem in LADDER else len(LADDER), stem)
+
+
+def _summarize_file(p: Path, *, data_dir, evaluate_test: bool) -> dict[str, Any]:
+    """A study file's summary: live from its database, merged into its stored summary if any.
+
+    The stored summary's values stand where the live computation has none (a fresh clone's
+    entropy cache is empty; `--no-test`); a test accuracy stored for the same chosen
+    network is reused, not measured again. See `mincap.results.stored`.
+    """
+    cfg = load_study_file(p)
+    db = cfg.folder / f"{cfg.study.name}.db"
+    if not cfg.storage.url and not db.is_file():  # do not leave an empty database behind
+        raise MincapError(f"{p}: study {cfg.study.name!r} has not run yet (no {db}); run: mincap search {p}")
+    out = summary_path(p)
+    old = load_summary(out) if out.is_file() else None
+    study = open_study(cfg, create=False)
+    best = chosen_trial(study, cfg.study.target)
+    old_c = (old or {}).get("chosen") or {}
+    known = (best is not None and old_c.get("test_acc") is not None
+             and (old_c.get("trial"), old_c.get("artifact_bits")) == (best.number, best.user_attrs["artifact_bits"]))
+    s = summarize(study, target=cfg.study.target, dataset=cfg.study.dataset, artifacts_dir=cfg.artifacts_dir,
+                  data_dir=data_dir, evaluate_test=evaluate_test and not known)
+    s["config"] = config_of(cfg, str(p))
+    s["machine"] = machine_description()
+    return merge(old, s, path=out) if old is not None else s
+
+
+def load_rungs(inputs: list[str], from_json: list[str] | None = None, *, data_dir=None,
+               evaluate_test: bool = True) -> list[dict[str, Any]]:
+    """Summaries of the studies: `.toml` files are summarized live, `.json` files read as they are.
+
+    Each rung is the summary dict plus `source` and, where known, `config` (target,
+    n_val, budget of the study file). A study read live is merged into its stored
+    `<stem>.summary.json`, or refused with one line if that would lose a stored value.
+    """
+    paths = [Path(p) for p in inputs]
+    for d in from_json or []:
+        found = sorted(Path(d).glob("*.summary.json"), key=_ladder_order)
+        if not found:
+            raise MincapError(f"--from-json {d}: no *.summary.json files there")
+        paths += found
+    if not paths:
+        raise MincapError("mincap plot: no studies given (study files, summary JSON files or --from-json DIR)")
+    rungs = []
+    for p in paths:
+        if not p.is_file():
+            raise MincapError(f"{p}: no such file")
+        s = read_summary(p) if p.suffix == ".json" else _summarize_file(p, data_dir=data_dir,
+                                                                          evaluate_test=evaluate_test)
+        s["source"] = str(p)
+        rungs.append(s)
+    return rungs
+
+
+def save_summaries(rungs: list[dict[str, Any]]) -> list[Path]:
+    """Write `<stem>.summary.json` beside each study file read live (merged: nothing stored is lost)."""
+    return [write_summary(summary_path(r["source"]), r) for r in rungs if not r["source"].endswith(".json")]
+
+
+# --- entropy (X) ---------------------------------------------------------------------------
+
+
+def estimate_bits(e: dict[str, Any] | None) -> float | None:
+    """An estimate's bits: for the whole training set where defined, else per example (asker)."""
+    if not e:
+        return None
+    return e.get("bits_total") if e.get("bits_total") is not None else e.get("bits_per_example")
+
+
+def entropy_x(rung: dict[str, Any], estimator: str, *, data_dir=None, compute: bool = True) -> float | None:
+    """The X value of a rung: its `estimator` figure (bits_total where defined, else bits per example).
+
+    Looked up in the summary, then in `mincap entropy`'s cache, then (cheap estimators
+    only, `compute`) computed. Found values are added to `rung["entropy"]`.
+    """
+    ent = rung.setdefault("entropy", {}) or {}
+    rung["entropy"] = ent
+    e = ent.get(estimator)
+    if e is None:
+        e = entropy_cache.newest(rung["dataset"], data_dir).get(estimator)
+        if e is None and compute and estimator in CHEAP_ESTIMATORS:
+            try:
+                est = entropy.estimate(rung["dataset"], estimator, root=data_dir)
+            except MincapError:
+                return None
+            e = {"bits_per_example": est.bits_per_example, "bits_total": est.bits_total}
+        if e is None:
+            return None
+        ent[estimator] = e
+    v = estimate_bits(e)
+    return None if v is None else float(v)
+
+
+# --- figure data ---------------------------------------------------------------------------
+
+
+def rung_name(rung: dict[str, Any]) -> str:
+    return rung.get("dataset") or rung.get("study", "?")
+
+
+class LadderInfo(NamedTuple):
+    """What figure 1 shows: placed points, skipped rungs and why, MNIST's X, axis limits."""
+
+    points: list[dict[str, Any]]  # dataset, x, y (artifact bits), target, test_acc, n_params, preq
+    skipped: dict[str, str]
+    mnist_x: float | None  # where the published MNIST sizes sit; None: drawn as lines
+    xlim: tuple[float, float]
+    ylim: tuple[float, float]
+
+
+def ladder_info(rungs: list[dict[str, Any]], estimator: str, *, data_dir=None,
+                compute: bool = True) -> LadderInfo:
+    """Figure 1's data: each rung with a chosen network and an estimate is a point (X, artifact bits)."""
+    points, skipped = [], {}
+    for r in rungs:
+        x = entropy_x(r, estimator, data_dir=data_dir, compute=compute)
+        c = r.get("chosen")
+        if c is None:
+            skipped[rung_name(r)] = f"no network reached {fmt_target(r['target'])}"
+        elif x is None:
+            skipped[rung_name(r)] = f"no {estimator} estimate"
+        else:
+            points.append({"dataset": rung_name(r), "x": x, "y": float(c["artifact_bits"]), "target": r["target"],
+                           "test_acc": c.get("test_acc"), "n_params": c.get("n_params"),
+                           "preq": ((r.get("entropy") or {}).get("prequential") or {}).get("bits_total")})
+    mnist_x = next((p["x"] for p in points if p["dataset"] == "mnist"), None)
+    if mnist_x is None:
+        mnist_r = next((r for r in rungs if r.get("dataset") == "mnist"), {"dataset": "mnist", "entropy": {}})
+        mnist_x = entropy_x(dict(mnist_r), estimator, data_dir=data_dir, compute=compute)
+
+    xs = [p["x"] for p in points] + ([mnist_x] if mnist_x else [])
+    ys = [p["y"] for p in points] + [b for _, b in ANCHORS] + [LEARNER["bits"]]
+    ys += [p["preq"] for p in points if p["preq"]]
+    if estimator == "asker":
+        xs.append(LEARNER["entropy_bits"])
+    x_lo, x_hi = (min(xs) / 4, max(xs) * 4) if xs else (1e2, 1e6)
+    y_lo, y_hi = min(ys) / 3, max(ys) * 3
+    if x_hi / x_lo < 100:
+        mid = math.sqrt(x_lo * x_hi)
+        x_lo, x_hi = mid / 10, mid * 10
+    return LadderInfo(points, skipped, mnist_x, (x_lo, x_hi), (y_lo, y_hi))
+
+
+class ParetoInfo(NamedTuple):
+    """What one panel of figure 2 shows: a study's Pareto front against its target."""
+
+    name: str
+    target: float
+    front: list[tuple[float, float]]  # (artifact bits, validation accuracy), smallest first
+    reached: list[tuple[float, float]]  # the front's points at or above the target
+    missed: list[tuple[float, float]]  # ... and below it
+    ylim: tuple[float, float]
+    chosen: dict[str, Any] | None
+
+
+def pareto_info(rung: dict[str, Any]) -> ParetoInfo:
+    """Figure 2's data for one rung: its front split at the target, the y range, the chosen network."""
+    front = [(f["artifact_bits"], f["val_acc"]) for f in rung.get("pareto_front") or []]
+    target = rung["target"]
+    if front:
+        accs = [a for _, a in front]
+        lo = max(min(accs), target - 0.06)
+        hi = min(1.0, max(max(accs), target) + 0.01)
+        ylim = (lo - 0.005, hi + 0.002)
+    else:
+        ylim = (target - 0.05, 1.0)
+    return ParetoInfo(rung_name(rung), target, front, [f for f in front if f[1] >= target],
+                      [f for f in front if f[1] < target], ylim, rung.get("chosen") or None)
+
+
+# --- report data ---------------------------------------------------------------------------
+
+
+def spec_short(spec_json: str | None, bits_per_layer=None) -> str:
+    """A compact spec: conv blocks as channels x kernel (/p2 = 2x2 pool), head, hidden, bits per layer."""
+    if not spec_json:
+        return "-"
+    try:
+        d = json.loads(spec_json)
+    except ValueError:
+        return spec_json
+    parts = []
+    convs = d.get("convs") or []
+    if convs:
+        parts.append("conv " + " ".join(
+            f"{c[0]}x{c[1]}" + (f"s{c[2]}" if c[2] != 1 else "") + (f"/p{c[3]}" if c[3] > 1 else "")
+            for c in convs))
+    if d.get("family") == "cnn" and convs:
+        parts.append(d.get("head", "flatten"))
+    if d.get("hidden"):
+        parts.append("fc " + "-".join(map(str, d["hidden"])))
+    if d.get("batch_norm"):
+        parts.append("bn")
+    text = ", ".join(parts) or d.get("family", "?")
+    if bits_per_layer:
+        text += f"; bits {'/'.join(map(str, bits_per_layer))}"
+    return text
+
+
+def cpu_time_s(rung: dict[str, Any]) -> float:
+    """Sum of the trials' durations, all states (wall time per trial)."""
+    return float(sum(v.get("time_s", 0.0) for v in (rung.get("states") or {}).values()))
+
+
+def _entropy_cell(rung: dict[str, Any], name: str) -> str:
+    v = estimate_bits((rung.get("entropy") or {}).get(name))
+    if v is None:
+        return "-"
+    return f"{v:,.1f}" if name == "asker" else f"{v:,.0f}"
+
+
+def report_rows(rungs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per rung, as plain data (what the markdown table shows); entropy cells per estimator."""
+    rows = []
+    for r in rungs:
+        c = r.get("chosen") or {}
+        cfg = r.get("config") or {}
+        states = r.get("states") or {}
+        row = {
+            "dataset": rung_name(r), "study": r.get("study"), "target": r["target"],
+            "entropy": {k: _entropy_cell(r, k) for k in entropy.ESTIMATORS},
+            "spec": spec_short(c.get("spec"), c.get("bits_per_layer")) if c else "none reached the target",
+            "artifact_bits": c.get("artifact_bits"), "n_params": c.get("n_params"),
+            "val_acc": c.get("val_acc"), "test_acc": c.get("test_acc"), "n_trials": r.get("n_trials"),
+            "complete": (states.get("COMPLETE") or {}).get("trials", 0), "cpu_s": cpu_time_s(r),
+            "wall_s": r.get("search_wall_s"),
+            "budget": (f"{cfg['budget_trials']} trials / "
+                       + (fmt_duration(cfg["budget_timeout_s"]) if cfg.get("budget_timeout_s") else "no time limit")
+                       if cfg.get("budget_trials") is not None else "-"),
+            "n_val": cfg.get("n_val"),
+        }
+        rows.append(row)
+    return rows

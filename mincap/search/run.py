@@ -1,0 +1,196 @@
+"""Running a search: worker processes, the optimize loop, seeds, signals and the live display.
+
+`run_search` opens (or resumes) the study, enqueues the seed presets, and runs
+`SearchOptions.workers` processes -- each `run_worker`, a `study.optimize` loop or, with
+`--batch-trials`, the batched loop of `mincap.search.batched` -- under a live
+`SearchMonitor`. Ctrl-C marks the running trials FAIL and exits 130; SIGTERM does the
+same (exit 143) and is passed on to the worker processes. Trials left RUNNING by a worker
+that died (kill -9, a lost machine) are failed and re-queued when a search starts, once
+their heartbeat is older than the grace period. With a timeout, the deadline is one wall
+clock time shared by every worker: trials still running then stop at their next epoch.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import signal
+import threading
+import time
+import warnings
+from dataclasses import dataclass, replace
+
+import optuna
+
+from mincap import data
+from mincap.errors import MincapError, Terminated, raise_terminated
+from mincap.search.batched import optimize_batched
+from mincap.search.monitor import SearchMonitor
+from mincap.search.objective import Objective
+from mincap.search.space import preset_params
+from mincap.search.storage import artifact_store, open_study
+from mincap.study import StudyConfig
+from mincap.train import available_cores, pick_device, setup_threads
+
+__all__ = ["GPU_GROUP", "SearchOptions", "enqueue_seeds", "group_size", "run_search", "run_worker",
+           "split_trials"]
+
+GPU_GROUP = 8  # trials per batched group on CUDA when not given
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """What the command line may override for one `mincap search` invocation."""
+
+    trials: int | None = None
+    timeout_s: float | None = None
+    storage_url: str | None = None
+    workers: int = 1
+    device: str = "auto"
+    batch_trials: int = 0  # trials trained as one batched computation; 0 = auto (see group_size)
+    data_dir: str | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise MincapError("--workers must be >= 1")
+        if self.batch_trials < 0:
+            raise MincapError("--batch-trials must be >= 0 (0 = automatic)")
+
+
+def enqueue_seeds(study, cfg: StudyConfig) -> None:
+    """Enqueue each seed preset once per study, also one added to the file later.
+
+    The names already enqueued are kept in the study (`seeded`), so a seed trial that
+    failed is not enqueued again on every resume; studies from before that list held
+    `True` and fall back on `skip_if_exists` (a preset whose trial already ran is skipped).
+    """
+    seeded = study.user_attrs.get("seeded")
+    done = list(seeded) if isinstance(seeded, list) else []
+    new = [name for name in cfg.study.seeds if name not in done]
+    for name in new:
+        # The attribute marks a seed trial: multi-fidelity screening lets it through (it is known-good).
+        study.enqueue_trial(preset_params(name, cfg), user_attrs={"seed_preset": name}, skip_if_exists=True)
+    if new or not isinstance(seeded, list):
+        study.set_user_attr("seeded", done + new)
+
+
+def group_size(batch_trials: int, device) -> int:
+    """Trials per batched group: `batch_trials` when given, else `GPU_GROUP` on CUDA and 1 on CPU.
+
+    On the 2-core CPU machine one trial after another is the fastest path measured
+    (bench/search_speed.py: batched groups of 2 ran at 0.47x), so batching is only the
+    default where many small networks leave a GPU idle.
+    """
+    if batch_trials:
+        return batch_trials
+    return GPU_GROUP if str(device).startswith("cuda") else 1
+
+
+def run_worker(cfg: StudyConfig, opts: SearchOptions, n_trials: int | None, worker: int, threads: int,
+               deadline: float | None = None) -> None:
+    """One process's share of the search (also the in-process path for --workers 1).
+
+    `deadline`: the `time.time()` at which the search's timeout runs out."""
+    setup_threads(threads)
+    device = pick_device(opts.device)
+    study = open_study(cfg, url=opts.storage_url, worker=worker)
+    splits = data.load(
+        cfg.study.dataset, root=opts.data_dir, n_val=cfg.data.n_val, split_seed=cfg.data.split_seed,
+        limit=cfg.data.limit or None, device=device,
+    )
+    objective = Objective(cfg, splits, device, artifact_store(cfg), deadline=deadline)
+    timeout = None if deadline is None else max(0.0, deadline - time.time())
+    k = group_size(opts.batch_trials, device)
+    if k > 1:
+        optimize_batched(study, objective, n_trials=n_trials, timeout_s=timeout, group_size=k)
+    else:
+        study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(Exception,), gc_after_trial=False)
+
+
+def _worker_main(cfg, opts, n_trials, worker, threads, deadline) -> None:  # pragma: no cover - child process
+    signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        run_worker(cfg, opts, n_trials, worker, threads, deadline)
+    except KeyboardInterrupt:
+        pass
+
+
+def split_trials(total: int | None, workers: int) -> list[int | None]:
+    if total is None:
+        return [None] * workers
+    return [total // workers + (1 if i < total % workers else 0) for i in range(workers)]
+
+
+def _run_processes(cfg: StudyConfig, opts: SearchOptions, total: int | None, threads: int,
+                   deadline: float | None) -> None:
+    ctx = mp.get_context("spawn")
+    procs = [
+        ctx.Process(target=_worker_main, args=(cfg, replace(opts, progress=False), n, i, threads, deadline))
+        for i, n in enumerate(split_trials(total, opts.workers))
+        if n is None or n > 0
+    ]
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt as stop:
+        for p in procs:
+            # Ctrl-C reached the whole process group; a SIGTERM only this process.
+            if isinstance(stop, Terminated) and p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join(timeout=30)
+        raise
+    bad = [p.exitcode for p in procs if p.exitcode not in (0, None)]
+    if bad:
+        raise MincapError(f"{len(bad)} worker process(es) exited abnormally (codes {bad})", exit_code=1)
+
+
+def _n_started_of(trials) -> int:
+    return len([t for t in trials if t.state.name != "WAITING"])
+
+
+def _n_started(study) -> int:
+    return _n_started_of(study.get_trials(deepcopy=False))
+
+
+def fail_stale_trials(study) -> list[int]:
+    """Fail (and, by the storage's callback, re-queue) trials whose heartbeat is older than the
+    grace period: workers that died. Optuna does this itself only when a new trial begins."""
+    before = {t.number for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING"}
+    if not before or not hasattr(study._storage, "get_heartbeat_interval"):
+        return []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # experimental-API warning
+        optuna.storages.fail_stale_trials(study)
+    running = {t.number for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING"}
+    return sorted(before - running)
+
+
+def run_search(cfg: StudyConfig, opts: SearchOptions) -> dict:
+    """Run (or resume) the study with `opts.workers` processes; returns a short result dict."""
+    pick_device(opts.device)  # a device this machine lacks: one line now, not one per worker later
+    # Missing data: one line now, before a study database or artifact folder is created
+    # (the arrays stay cached for this process's own worker).
+    data.load_arrays(cfg.study.dataset, opts.data_dir, True)
+    study = open_study(cfg, url=opts.storage_url)  # creates it once, before any worker races
+    stale = fail_stale_trials(study)
+    enqueue_seeds(study, cfg)
+    n_before = _n_started(study)
+    total = opts.trials if opts.trials is not None else cfg.budget.trials
+    threads = max(1, available_cores() // opts.workers)
+    t0 = time.perf_counter()
+    timeout = opts.timeout_s if opts.timeout_s is not None else (cfg.budget.timeout_s or None)
+    deadline = None if timeout is None else time.time() + timeout
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, raise_terminated)
+    with SearchMonitor(cfg, opts, total=total, n_before=n_before, timeout_s=timeout, enabled=opts.progress):
+        if opts.workers == 1:
+            run_worker(cfg, opts, total, 0, threads, deadline)
+        else:
+            _run_processes(cfg, opts, total, threads, deadline)
+    trials = open_study(cfg, url=opts.storage_url).get_trials(deepcopy=False)
+    at_deadline = [t.number for t in trials[n_before:] if "--timeout" in t.user_attrs.get("stop_reason", "")]
+    return {"trials_total": _n_started_of(trials), "trials_before": n_before, "elapsed_s": time.perf_counter() - t0,
+            "stale_failed": stale, "stopped_at_deadline": at_deadline}

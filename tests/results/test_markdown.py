@@ -1,0 +1,65 @@
+"""mincap.results.markdown: the report (studies/RESULTS.md) from summary JSON files."""
+
+from pathlib import Path
+
+from mincap.cli import main
+
+STUDIES = Path(__file__).resolve().parents[2] / "studies"
+
+
+def test_report_table_matches_the_summaries(fakes, run_plot):
+    tmp, paths = fakes
+    md = tmp / "RESULTS.md"
+    run_plot(tmp, paths, "ladder", "--report", str(md))
+    text = md.read_text()
+    assert "![prequential estimate vs smallest network](fig/ladder.png)" in text
+    assert "![Pareto fronts](fig/ladder-pareto.png)" in text
+    assert "test box, 2 cores" in text
+    rows = [line for line in text.splitlines() if line.startswith("| mnist")]
+    assert len(rows) == 2
+    cells = {r.split("|")[1].strip(): [c.strip() for c in r.strip().strip("|").split("|")] for r in rows}
+    m, k2 = cells["mnist"], cells["mnist-k2"]
+    # dataset, asker, pixels, compressed, labels, prequential, target, spec, bits, params, val, test, trials, cpu, budget
+    assert m[1:7] == ["190.8", "-", "-", "199,192", "7,163", "99%"]
+    assert m[8:14] == ["14,000", "2,668", "99.12%", "99.07%", "60 (59)", "30.0 min"]
+    assert k2[1:7] == ["176.4", "-", "-", "12,627", "150", "99%"]
+    assert k2[8:14] == ["900", "310", "99.85%", "99.91%", "40 (39)", "10.0 min"]
+    assert m[7] == "`conv 6x3/p2 12x3/p2 16x3, gap, bn; bits 4/3/4/5`"
+    assert "mnist-k2** (target 99%): 900 bits, 0.0713× the labels figure" in text
+
+
+def test_report_keeps_the_conclusions(fakes, run_plot):
+    tmp, paths = fakes
+    md = tmp / "RESULTS.md"
+    run_plot(tmp, paths, "ladder", "--report", str(md))
+    text = md.read_text()
+    mine = "<!-- conclusions:begin -->\nThe networks are small.\n<!-- conclusions:end -->"
+    start, end = text.index("<!-- conclusions:begin -->"), text.index("<!-- conclusions:end -->")
+    md.write_text(text[:start] + mine + text[end + len("<!-- conclusions:end -->"):])
+    run_plot(tmp, paths, "ladder", "--report", str(md))
+    assert mine in md.read_text()
+
+
+def test_budget_from_the_study_file_beside_the_summary(fakes, run_plot):
+    tmp, paths = fakes
+    (paths[0].parent / "mnist.toml").write_text(
+        '[study]\nname = "x"\ndataset = "mnist"\n[budget]\ntrials = 60\ntimeout_s = 1800\n')
+    md = tmp / "R.md"
+    run_plot(tmp, paths, "ladder", "--report", str(md))
+    row = next(line for line in md.read_text().splitlines() if line.startswith("| mnist |"))
+    assert row.rstrip(" |").endswith("60 trials / 30.0 min")
+
+
+def test_committed_results_regenerate_from_the_committed_summaries(tmp_path):
+    """studies/RESULTS.md's tables are what `mincap plot --from-json` makes of the committed summaries."""
+    committed = (STUDIES / "RESULTS.md").read_text()
+    md = tmp_path / "RESULTS.md"
+    rc = main(["plot", "--from-json", str(STUDIES), "--from-json", str(STUDIES / "ladder"), "--no-compute",
+               "-o", str(tmp_path / "ladder.png"), "--report", str(md)])
+    assert rc == 0
+
+    def tables(text):
+        return text[text.index("## Every rung"):text.index("## Conclusions")]
+
+    assert tables(md.read_text()) == tables(committed)
+    assert (tmp_path / "ladder.png").stat().st_size > 10_000

@@ -1,0 +1,55 @@
+"""bench/search_yield.py: the JSON keys and figures, on constructed trials and on a tiny real run."""
+
+import datetime as dt
+import importlib.util
+import json
+from pathlib import Path
+
+import optuna
+from test_search import make_study
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "search_yield.py"
+spec = importlib.util.spec_from_file_location("search_yield", BENCH)
+search_yield = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(search_yield)
+
+KEYS = {"time_to_first_feasible_s", "smallest_feasible_bits", "trials_by_state", "budget_s", "machine"}
+
+
+def _trial(state, start, minutes, bits=None, val=None):
+    attrs = {} if bits is None else {"artifact_bits": bits, "val_acc": val}
+    t = optuna.trial.create_trial(state=state, values=[float(bits), val] if state.name == "COMPLETE" else None,
+                                  user_attrs=attrs)
+    t.datetime_start = start
+    t.datetime_complete = start + dt.timedelta(minutes=minutes)
+    return t
+
+
+def test_report_figures_from_constructed_trials():
+    S = optuna.trial.TrialState
+    start = dt.datetime(2026, 1, 1)
+    trials = [_trial(S.COMPLETE, start, 10, 30000, 0.985),  # not feasible
+              _trial(S.COMPLETE, start, 20, 20000, 0.991),
+              _trial(S.PRUNED, start, 25),
+              _trial(S.COMPLETE, start, 40, 9000, 0.992),
+              _trial(S.COMPLETE, start, 50, 8000, 0.98)]  # smaller but not feasible
+    r = search_yield.yield_report(trials, 0.99, start, 3600, 3600)
+    assert r["time_to_first_feasible_s"] == 20 * 60
+    assert r["smallest_feasible_bits"] == {"15": None, "30": 20000, "60": 9000}
+    assert r["trials_by_state"] == {"COMPLETE": 4, "PRUNED": 1} and r["trials_per_hour"] == 5.0
+    assert list(search_yield.yield_report([], 0.99, start, 120, 120)["smallest_feasible_bits"]) == ["0.5", "1", "2"]
+    assert search_yield.yield_report([], 0.99, start, 120, 120)["time_to_first_feasible_s"] is None
+
+
+def test_tiny_run_writes_the_json(tmp_path, mnist_root):
+    f = make_study(tmp_path, name="yield", target=0.5)
+    out = tmp_path / "res" / "yield.json"
+    assert search_yield.main(["--budget-min", "0.2", "--study", str(f), "--out", str(out), "--every-s", "2",
+                              "--data-dir", str(mnist_root)]) == 0
+    r = json.loads(out.read_text())
+    assert KEYS <= set(r) and r["budget_s"] == 12
+    assert list(r["smallest_feasible_bits"]) == ["0.05", "0.1", "0.2"]
+    assert r["trials_by_state"].get("COMPLETE", 0) >= 1 and r["machine"]["cpus"] >= 1
+    assert r["time_to_first_feasible_s"] is not None and 0 < r["time_to_first_feasible_s"] <= 12 + 30
+    assert r["smallest_feasible_bits"]["0.2"] is not None
+    assert not (tmp_path / "yield.db").exists()  # the study's own storage untouched: a temporary copy ran

@@ -1,0 +1,73 @@
+"""Issue 15's search space: the default study's draws obey its constraints; new keys parse and validate."""
+
+import optuna
+import pytest
+
+from mincap.errors import MincapError
+from mincap.models import PRESETS
+from mincap.search import preset_params, sample_trial
+from mincap.study import DEFAULT_STUDY, StudyConfig, load_study_file, parse_study
+
+
+def _draws(cfg, n=40, seed=0):
+    study = optuna.create_study(directions=["minimize", "maximize"], sampler=optuna.samplers.RandomSampler(seed=seed))
+    out = []
+    for _ in range(n):
+        t = study.ask()
+        out.append(sample_trial(t, cfg, (1, 28, 28), 10))
+        study.tell(t, state=optuna.trial.TrialState.FAIL)
+    return out
+
+
+def test_default_space_draws_obey_the_issue_constraints():
+    cfg = load_study_file(DEFAULT_STUDY)
+    draws = _draws(cfg)
+    c0s = [spec.convs[0].channels for spec, _, _ in draws]
+    rest = [c.channels for spec, _, _ in draws for c in spec.convs[1:]]
+    assert min(c0s + rest) >= 4  # no layer of <= 3 channels
+    assert max(c0s) > cfg.space.channels[1]  # the first layer's own, wider range is used
+    assert all(cfg.space.channels0[0] <= c <= cfg.space.channels0[1] for c in c0s)
+    assert all(cfg.space.channels[0] <= c <= cfg.space.channels[1] for c in rest)
+    assert all(spec.head == "gap" and spec.hidden == () for spec, _, _ in draws)
+    ratios = {comp.prune_ratio for _, _, comp in draws}
+    assert ratios <= set(cfg.space.prune_ratios) and 0.0 in cfg.space.prune_ratios and len(ratios) > 1
+    assert all(cfg.space.epochs[0] <= tc.epochs <= cfg.space.epochs[1] for _, tc, _ in draws)
+    assert cfg.space.epochs[1] >= 30 and max(tc.epochs for _, tc, _ in draws) > 16  # beyond the old 6-16
+    assert all(min(comp.bits_per_layer) >= cfg.space.bits[0] for _, _, comp in draws)
+
+
+def test_first_layer_range_is_separate():
+    cfg = parse_study({"space": {"families": ["cnn"], "conv_depth": [2, 2], "channels0": [30, 32],
+                                 "channels": [4, 5], "heads": ["gap"], "hidden_depth": [0, 0]}})
+    for spec, _, _ in _draws(cfg, n=10):
+        assert 30 <= spec.convs[0].channels <= 32 and 4 <= spec.convs[1].channels <= 5
+
+
+def test_old_study_files_parse_with_the_old_behaviour():
+    cfg = parse_study({"space": {"prune_ratio": [0.0, 0.4]}})
+    assert cfg.space.channels0 == (0, 0) and cfg.space.prune_ratios == () and not cfg.fidelity.enabled
+    for spec, _, comp in _draws(cfg, n=10):
+        assert 0.0 <= comp.prune_ratio <= 0.4 and spec.convs[0].channels <= cfg.space.channels[1]
+    assert StudyConfig().fidelity == cfg.fidelity
+
+
+@pytest.mark.parametrize("raw,key", [
+    ({"space": {"prune_ratios": [0.0, 1.2]}}, "space.prune_ratios"),
+    ({"space": {"channels0": [0, 8]}}, "space.channels0"),
+    ({"fidelity": {"promote": 0.0}}, "fidelity.promote"),
+    ({"fidelity": {"epochs": 0}}, "fidelity.epochs"),
+    ({"fidelity": {"colour": 1}}, "colour"),
+])
+def test_bad_new_keys_refused_naming_the_key(raw, key):
+    with pytest.raises(MincapError, match=key.replace(".", r"\.")):
+        parse_study(raw)
+
+
+@pytest.mark.parametrize("preset", ["gap-3k", "gap-5k"])
+def test_new_seed_presets_are_small_gap_cnns_the_space_reproduces(preset):
+    cfg = load_study_file(DEFAULT_STUDY)
+    assert preset in cfg.study.seeds
+    spec, train_cfg, comp = sample_trial(optuna.trial.FixedTrial(preset_params(preset, cfg)), cfg, (1, 28, 28), 10)
+    want = PRESETS[preset]
+    assert spec.convs == want.convs and spec.head == "gap" and not spec.hidden
+    assert comp.prune_ratio == 0.0 and set(comp.bits_per_layer) == {4}

@@ -1,0 +1,120 @@
+"""The package's shape (issue 12): no import circles, small modules, imports at the top."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parent.parent / "mincap"
+MAX_LINES = 400
+# Function-local imports that stay lazy on purpose: the CLI (so `mincap --help` is instant) and
+# scikit-learn, which only the `digits` rung needs and which costs ~1 s to import.
+LAZY_OK = {"mincap/cli.py": None, "mincap/data/variants.py": {"sklearn.datasets"}}
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in sorted(PKG.rglob("*.py")):
+        parts = path.relative_to(PKG.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = path
+    return out
+
+
+def _imported(node: ast.AST, module: str, is_pkg: bool) -> list[str]:
+    """mincap modules named by an import statement (relative imports resolved)."""
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names if a.name.startswith("mincap")]
+    if isinstance(node, ast.ImportFrom):
+        base = node.module or ""
+        if node.level:
+            pkg = module.split(".") if is_pkg else module.split(".")[:-1]
+            base = ".".join(pkg[: len(pkg) - node.level + 1] + ([base] if base else []))
+        if not base.startswith("mincap"):
+            return []
+        return [base] + [f"{base}.{a.name}" for a in node.names]
+    return []
+
+
+def _top_level_graph() -> dict[str, set[str]]:
+    mods = _modules()
+    graph: dict[str, set[str]] = {}
+    for name, path in mods.items():
+        tree = ast.parse(path.read_text())
+        deps: set[str] = set()
+        for node in tree.body:  # module level only: TYPE_CHECKING blocks do not run
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                continue
+            for sub in ast.walk(node) if isinstance(node, (ast.If, ast.Try)) else [node]:
+                deps.update(d for d in _imported(sub, name, path.name == "__init__.py") if d in mods)
+        deps.discard(name)
+        graph[name] = deps
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(n: str) -> list[str] | None:
+        state[n] = 1
+        stack.append(n)
+        for d in sorted(graph[n]):
+            # A package's own submodules import through it; that edge is not a circle.
+            if n.startswith(d + "."):
+                continue
+            if state.get(d) == 1:
+                return stack[stack.index(d):] + [d]
+            if d not in state and (found := visit(d)):
+                return found
+        stack.pop()
+        state[n] = 2
+        return None
+
+    for n in sorted(graph):
+        if n not in state and (found := visit(n)):
+            return found
+    return None
+
+
+def test_no_import_circles():
+    assert _cycle(_top_level_graph()) is None
+
+
+def test_cycle_finder_finds_one():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+@pytest.mark.parametrize("path", sorted(PKG.rglob("*.py")), ids=lambda p: str(p.relative_to(PKG.parent)))
+def test_module_is_small(path):
+    assert len(path.read_text().splitlines()) <= MAX_LINES
+
+
+def test_imports_are_at_the_top():
+    """Function-local imports only where laziness is the point (LAZY_OK)."""
+    found = []
+    for path in sorted(PKG.rglob("*.py")):
+        rel = str(path.relative_to(PKG.parent))
+        allowed = LAZY_OK.get(rel, set())
+        if rel in LAZY_OK and allowed is None:
+            continue
+        for fn in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    names = [node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+                    if not set(names) <= allowed:
+                        found.append(f"{rel}:{node.lineno} {', '.join(n or '.' for n in names)}")
+    assert not found, "function-local imports:\n" + "\n".join(found)
+
+
+def test_help_imports_nothing_heavy():
+    """`mincap --help` stays instant: building the parser imports no torch, numpy, optuna or matplotlib."""
+    code = ("import sys, mincap.cli as c; c.build_parser(); "
+            "print(sorted(m for m in ('torch', 'numpy', 'optuna', 'matplotlib') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "[]"
