@@ -48,6 +48,16 @@ def _add_train(sub) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
+    p.add_argument("--test", action="store_true",
+                   help="also evaluate the final network on the test set (a report, not for choosing; "
+                        "without it the test set is never read)")
+    g = p.add_argument_group("distillation (see mincap.distill)")
+    g.add_argument("--teacher", default=None, metavar="ARCH",
+                   help="distill from this teacher (a preset or JSON spec), trained once per dataset/split/recipe "
+                        "on the train split and cached")
+    g.add_argument("--teacher-epochs", type=int, default=15)
+    g.add_argument("--distill-weight", type=float, default=0.5, help="weight of the soft targets (default: 0.5)")
+    g.add_argument("--distill-temperature", type=float, default=d["distill_temperature"])
     _add_compress_args(p)
     p.set_defaults(func=_cmd_train)
 
@@ -80,58 +90,126 @@ def _add_compress_args(p: argparse.ArgumentParser) -> None:
                    help="fine-tuning epochs after each pruning step and after sparsifying")
     g.add_argument("--sparsity", type=float, default=d["sparsity"],
                    help="fraction of each layer's weights zeroed by magnitude (paid for in the file)")
+    from mincap.quant import METHODS
+
+    g.add_argument("--quantizer", choices=METHODS, default=d["quantizer"],
+                   help="max: max|w| scales; mse: MSE-optimal per-channel clipping; lsq: learned step sizes "
+                        "(default: %(default)s)")
+    g.add_argument("--anneal-epochs", type=int, default=d["anneal_epochs"],
+                   help="first QAT epochs at widths stepping from 8 bits down to the target")
+    g.add_argument("--prune-global", action="store_true", help="rank channels across layers (global pruning)")
+    g.add_argument("--prune-min-channels", type=int, default=d["prune_min_channels"],
+                   help="channels every pruned layer keeps (default: %(default)s)")
+    g.add_argument("--path", default=None, metavar="STEPS",
+                   help="a compression path after training: ';'-separated steps, each 'prune=R', "
+                        "'sparsity=S' and/or 'bits=B' (comma-joined), e.g. 'sparsity=0.3;sparsity=0.5;bits=2' "
+                        "(see mincap.path); every step is exported, decoded and evaluated on validation")
+    g.add_argument("--target", type=float, default=None,
+                   help="with --path: the validation accuracy the chosen (smallest) step must reach")
+    g.add_argument("--path-dir", default=None, metavar="DIR", help="with --path: write every step's .mincap here")
     g.add_argument("-o", "--output", default=None, metavar="FILE.mincap", help="write the artifact here")
 
 
 def _compress_requested(args) -> bool:
-    return bool(args.output or args.bits is not None or args.bits_per_layer or args.prune or args.sparsity)
+    return bool(args.output or args.bits is not None or args.bits_per_layer or args.prune or args.sparsity
+                or args.path)
 
 
-def _cmd_train_compressed(args, splits, spec, cfg, device) -> int:
-    from mincap import artifact, train
+def _history(history) -> list[dict]:
+    return [{"epoch": h.epoch, "train_loss": h.train_loss, "val_acc": h.val_acc, "time_s": round(h.time_s, 3)}
+            for h in history]
+
+
+def _report_test(args, model, out: dict) -> None:
+    """Test accuracy only with --test: a report on a finished network, never a basis for a choice."""
+    from mincap import train
+
+    if args.test:
+        out["test_acc"], _ = train.final_test_accuracy(model, args.dataset, root=args.data_dir)
+        out["test_note"] = "test accuracy is a report on this finished network, not for choosing among runs"
+        if not args.json:
+            print(f"mincap: test accuracy {out['test_acc']:.4f} -- {out['test_note']}", file=sys.stderr)
+
+
+def _cmd_train_compressed(args, splits, spec, cfg, device, teacher) -> int:
+    from mincap import artifact
+    from mincap.artifact import decode
     from mincap.compress import CompressConfig, train_compressed
+    from mincap.path import compression_path, parse_steps
     from mincap.report import console, epoch_progress, size_table, train_table
 
     comp = CompressConfig(
         bits=args.bits, bits_per_layer=args.bits_per_layer, per_channel=not args.per_layer_scale,
         symmetric=not args.asymmetric, qat_epochs=args.qat_epochs, prune_ratio=args.prune,
         prune_steps=args.prune_steps, prune_criterion=args.prune_criterion,
-        prune_finetune_epochs=args.finetune_epochs, sparsity=args.sparsity,
+        prune_finetune_epochs=args.finetune_epochs, sparsity=args.sparsity, quantizer=args.quantizer,
+        anneal_epochs=args.anneal_epochs, prune_global=args.prune_global,
+        prune_min_channels=args.prune_min_channels,
     )
     if args.output and not args.output.endswith(".mincap"):
         raise MincapError(f"-o: the artifact file must end in .mincap, got {args.output}")
+    steps = parse_steps(args.path) if args.path else None
+    if (args.target is not None or args.path_dir) and steps is None:
+        raise MincapError("--target and --path-dir need --path")
     extra = comp.prune_steps * comp.prune_finetune_epochs * (comp.prune_ratio > 0)
-    extra += comp.prune_finetune_epochs * (comp.sparsity > 0)
+    extra += comp.prune_finetune_epochs * ((comp.sparsity > 0) + len(steps or []))
+    out: dict = {"dataset": args.dataset}
     with epoch_progress(cfg.epochs + extra, enabled=not args.json) as on_epoch:
-        res = train_compressed(spec, splits, cfg, comp, on_epoch=on_epoch, device=device)
+        if steps is None:
+            res = train_compressed(spec, splits, cfg, comp, on_epoch=on_epoch, device=device, teacher=teacher)
+            data, model, size, val_acc, final_spec = res.artifact, res.model, res.size, res.val_acc, res.spec
+            history, train_time_s = res.history, res.train_time_s
+            out.update(qat_val_acc=res.qat_val_acc, pruned=[{str(k): v for k, v in p.items()} for p in res.pruned])
+        else:
+            path = compression_path(spec, splits, cfg, comp, steps=steps, target=args.target, on_epoch=on_epoch,
+                                    device=device, teacher=teacher)
+            chosen = path.chosen or (path.steps[-1] if args.target is None else None)
+            out["path"] = [{**s.to_dict(), "removed": {str(k): v for k, v in s.removed.items()}}
+                           for s in path.steps]
+            out["target"] = args.target
+            out["chosen_step"] = None if chosen is None else chosen.index
+            if args.path_dir:
+                for s in path.steps:
+                    artifact.write(f"{args.path_dir}/step{s.index}.mincap", s.artifact)
+            if chosen is None:
+                if not args.json:
+                    for s in path.steps:
+                        print(f"  step {s.index}: {s.description}: {s.artifact_bits:,} bits, val {s.val_acc:.4f}",
+                              file=sys.stderr)
+                raise MincapError(f"no step of the path reaches --target {args.target} on validation "
+                                  f"(best {max(s.val_acc for s in path.steps):.4f}); nothing written")
+            dec = decode(chosen.artifact)
+            data, model, size, val_acc, final_spec = chosen.artifact, dec.model, dec.size, chosen.val_acc, dec.spec
+            history, train_time_s = path.history, path.train_time_s
     if args.output:
-        artifact.write(args.output, res.artifact)
-    test_acc, _ = train.final_test_accuracy(res.model, args.dataset, root=args.data_dir)
-    out = {
-        "dataset": args.dataset,
-        "spec": res.spec.to_dict(),
-        "n_params": res.size["n_params"],
+        artifact.write(args.output, data)
+    out.update({
+        "spec": final_spec.to_dict(),
+        "n_params": size["n_params"],
         "n_train": len(splits.train),
         "n_val": len(splits.val),
-        "epochs": len(res.history),
-        "val_acc": res.val_acc,
-        "qat_val_acc": res.qat_val_acc,
-        "test_acc": test_acc,
-        "train_time_s": round(res.train_time_s, 3),
+        "epochs": len(history),
+        "val_acc": val_acc,
+        "train_time_s": round(train_time_s, 3),
         "device": str(device),
         "config": cfg.to_dict(),
         "compress": {k: (list(v) if isinstance(v, tuple) else v) for k, v in comp.__dict__.items()},
+        "teacher": None if teacher is None else {"arch": args.teacher, "epochs": args.teacher_epochs,
+                                                 "val_acc": teacher.val_acc},
         "artifact": args.output,
-        **{k: res.size[k] for k in ("artifact_bits", "n_nonzero", "nominal_bits")},
-        "layers": res.size["layers"],
-        "history": [
-            {"epoch": h.epoch, "train_loss": h.train_loss, "val_acc": h.val_acc, "time_s": round(h.time_s, 3)}
-            for h in res.history
-        ],
-    }
+        **{k: size[k] for k in ("artifact_bits", "n_nonzero", "nominal_bits")},
+        "layers": size["layers"],
+        "history": _history(history),
+    })
+    _report_test(args, model.to(device), out)
     if args.json:
         print(json.dumps(out))
     else:
+        if "path" in out:
+            for s in out["path"]:
+                mark = " <- chosen" if s["index"] == out["chosen_step"] else ""
+                print(f"  step {s['index']}: {s['description']}: {s['artifact_bits']:,} bits, "
+                      f"val {s['val_acc']:.4f}{mark}", file=sys.stderr)
         console().print(train_table(out))
         console().print(size_table(out))
     return 0
@@ -142,6 +220,11 @@ def _cmd_train(args) -> int:
     from mincap.report import console, epoch_progress, train_table
 
     arch = models.parse_arch(args.arch)  # bad input fails before any data is read
+    if args.teacher:
+        from mincap.distill import check_distill
+
+        models.parse_arch(args.teacher)
+        check_distill(args.distill_weight, args.distill_temperature)
     train.setup_threads(args.threads)
     device = train.pick_device(args.device)
     splits = data.load(
@@ -152,13 +235,20 @@ def _cmd_train(args) -> int:
     cfg = train.TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         label_smoothing=args.label_smoothing, augment_shift=args.augment, seed=args.seed,
+        distill_weight=args.distill_weight if args.teacher else 0.0, distill_temperature=args.distill_temperature,
     )
+    teacher = None
+    if args.teacher:
+        from mincap.distill import get_teacher
+
+        teacher = get_teacher(args.teacher, splits, epochs=args.teacher_epochs, n_val=args.n_val,
+                              split_seed=args.split_seed, limit=args.limit, root=args.data_dir, device=device,
+                              verbose=not args.json)
     if _compress_requested(args):
-        return _cmd_train_compressed(args, splits, spec, cfg, device)
+        return _cmd_train_compressed(args, splits, spec, cfg, device, teacher)
     model = train.init_model(spec, args.seed, device)
     with epoch_progress(cfg.epochs, enabled=not args.json) as on_epoch:
-        result = train.train(model, splits, cfg, on_epoch=on_epoch)
-    test_acc, _ = train.final_test_accuracy(model, args.dataset, root=args.data_dir)
+        result = train.train(model, splits, cfg, on_epoch=on_epoch, teacher=teacher)
     out = {
         "dataset": args.dataset,
         "spec": spec.to_dict(),
@@ -167,15 +257,12 @@ def _cmd_train(args) -> int:
         "n_val": len(splits.val),
         "epochs": len(result.history),
         "val_acc": result.val_acc,
-        "test_acc": test_acc,
         "train_time_s": round(result.train_time_s, 3),
         "device": str(device),
         "config": cfg.to_dict(),
-        "history": [
-            {"epoch": h.epoch, "train_loss": h.train_loss, "val_acc": h.val_acc, "time_s": round(h.time_s, 3)}
-            for h in result.history
-        ],
+        "history": _history(result.history),
     }
+    _report_test(args, model, out)
     if args.json:
         print(json.dumps(out))
     else:
@@ -245,25 +332,40 @@ def _cmd_entropy(args) -> int:
 
 
 def _add_verify(sub) -> None:
-    p = sub.add_parser("verify", help="decode a .mincap artifact, rebuild the network, report its test accuracy")
+    from mincap.data import DEFAULT_N_VAL, DEFAULT_SPLIT_SEED
+
+    p = sub.add_parser("verify", help="decode a .mincap artifact, rebuild the network, report its size and "
+                                      "validation and test accuracy")
     p.add_argument("file", metavar="FILE.mincap")
     _add_data_args(p)
+    p.add_argument("--n-val", type=int, default=DEFAULT_N_VAL,
+                   help="validation images held out of the training set, as the studies split it "
+                        "(default: %(default)s)")
+    p.add_argument("--split-seed", type=int, default=DEFAULT_SPLIT_SEED, help="(default: %(default)s)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
     p.set_defaults(func=_cmd_verify)
 
 
 def _cmd_verify(args) -> int:
-    from mincap import artifact, train
+    from mincap import artifact, data, train
     from mincap.report import console, size_table
 
     dec = artifact.decode(artifact.read(args.file))
     train.setup_threads(args.threads)
+    splits = data.load(args.dataset, root=args.data_dir, n_val=args.n_val, split_seed=args.split_seed)
+    if tuple(splits.in_shape) != tuple(dec.spec.in_shape) or splits.n_classes != dec.spec.n_classes:
+        raise MincapError(f"{args.file}: the network takes {dec.spec.in_shape} inputs and {dec.spec.n_classes} "
+                          f"classes, {args.dataset} has {splits.in_shape} and {splits.n_classes}")
+    val_acc, _ = train.evaluate(dec.model, splits.val)
     test_acc, _ = train.final_test_accuracy(dec.model, args.dataset, root=args.data_dir)
     out = {
         "file": args.file,
         "dataset": args.dataset,
         "spec": dec.spec.to_dict(),
+        "n_val": len(splits.val),
+        "split_seed": args.split_seed,
+        "val_acc": val_acc,
         "test_acc": test_acc,
         **{k: v for k, v in dec.size.items()},
     }

@@ -59,6 +59,8 @@ class TrainConfig:
     augment_shift: int = 1
     seed: int = 0
     eval_batch_size: int = 5000
+    distill_weight: float = 0.0  # weight of the teacher's soft targets in the loss (0: no distillation)
+    distill_temperature: float = 4.0  # softmax temperature of the soft targets
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -179,9 +181,14 @@ def train(
     *,
     on_epoch: Callable[[EpochStats], bool | None] | None = None,
     on_epoch_start: Callable[[int, torch.nn.Module], None] | None = None,
+    teacher: torch.nn.Module | None = None,
 ) -> TrainResult:
     """Train `model` in place on `splits.train`, evaluating on `splits.val` after each epoch.
 
+    With a `teacher` and `cfg.distill_weight` w > 0 the loss is
+    (1 - w) * cross-entropy + w * T^2 * KL(teacher || student) at temperature T
+    (Hinton et al. 2015); the teacher runs on the same augmented batch (a shifted image
+    has the teacher's logits of the shifted image, which precomputed ones would not).
     Raises `NonFiniteLoss` when the loss becomes NaN or inf.
     """
     import torch
@@ -199,6 +206,10 @@ def train(
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, one_cycle(cfg.epochs * steps))
     result = TrainResult()
+    distill = teacher is not None and cfg.distill_weight > 0
+    temp = cfg.distill_temperature
+    if distill:
+        teacher.eval()
     t0 = time.perf_counter()
     for epoch in range(cfg.epochs):
         if on_epoch_start is not None:
@@ -212,7 +223,13 @@ def train(
             xb = x[idx]
             if cfg.augment_shift:
                 xb = _shift(xb, cfg.augment_shift, gen)
-            loss = F.cross_entropy(model(xb), y[idx], label_smoothing=cfg.label_smoothing)
+            logits = model(xb)
+            loss = F.cross_entropy(logits, y[idx], label_smoothing=cfg.label_smoothing)
+            if distill:
+                with torch.no_grad():
+                    soft = F.log_softmax(teacher(xb) / temp, dim=1)
+                kl = F.kl_div(F.log_softmax(logits / temp, dim=1), soft, log_target=True, reduction="batchmean")
+                loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * temp * temp * kl
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
