@@ -172,7 +172,9 @@ def _cmd_train_compressed(args, splits, spec, cfg, device, teacher) -> int:
                 for s in path.steps:
                     artifact.write(f"{args.path_dir}/step{s.index}.mincap", s.artifact)
             if chosen is None:
-                if not args.json:
+                if args.json:  # the record of every step still comes out; no artifact is written
+                    print(json.dumps(out))
+                else:
                     for s in path.steps:
                         print(f"  step {s.index}: {s.description}: {s.artifact_bits:,} bits, val {s.val_acc:.4f}",
                               file=sys.stderr)
