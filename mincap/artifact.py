@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import constriction
@@ -59,6 +59,8 @@ import torch
 import torch.nn as nn
 
 from mincap.codecs import (
+    CompactSide,
+    LayerCodes,
     Reader,
     categorical,
     code_options,
@@ -77,96 +79,6 @@ __all__ = ["MAGIC", "VERSION", "CompactSide", "Decoded", "LayerCodes", "decode",
 MAGIC = b"MC"
 VERSION = 1
 METHODS = ("raw", "zstd", "lzma", "ans")
-
-
-@dataclass
-class LayerCodes:
-    """One conv/linear layer as stored: codes + scales + zero points + bias, or float32 weights.
-
-    `bits == 0` means float32 weights in `weight` (reference models). Otherwise
-    `codes` (int64, the weight's shape) with float16 `scale` and uint8 `zero_point`
-    (one per output channel, or one), `bias` float16 (one per output channel).
-    """
-
-    bits: int
-    codes: np.ndarray | None = None
-    scale: np.ndarray | None = None
-    zero_point: np.ndarray | None = None
-    bias: np.ndarray | None = None
-    weight: np.ndarray | None = None
-    per_channel: bool = True
-    symmetric: bool = True
-    method: str = ""  # filled by encode / decode
-    stats: dict = field(default_factory=dict)
-    side: CompactSide | None = None  # symmetric per-channel layers: 8-bit scales and biases
-
-    @property
-    def compact(self) -> bool:
-        return self.bits > 0 and self.symmetric and self.per_channel
-
-    def float_scale(self) -> np.ndarray:
-        return self.side.scale() if self.compact else self.scale.astype(np.float32)
-
-    def float_weight(self) -> np.ndarray:
-        """The float32 weight the decoder loads (the dequantization rule of the format)."""
-        if self.bits == 0:
-            return self.weight.astype(np.float32)
-        shape = (-1,) + (1,) * (self.codes.ndim - 1)
-        c = self.codes.astype(np.float32)
-        if not self.symmetric:
-            c = c - self.zero_point.astype(np.float32).reshape(shape)
-        return c * self.float_scale().reshape(shape)
-
-    def float_bias(self) -> np.ndarray:
-        return self.side.bias() if self.compact else self.bias.astype(np.float32)
-
-
-# 2^(-j/32) for j = 0..31, rounded once to float32: the decoder's fixed table.
-_POW = np.array([2.0 ** (-j / 32) for j in range(32)], dtype=np.float32)
-
-
-@dataclass
-class CompactSide:
-    """Scales and biases of a symmetric per-channel layer at 8 bits each, plus two float16.
-
-    scale_c = float32(scale_base) * 2^(-scale_k[c] / 32)  (scale_k uint8: 1.1% steps, 2^8 range)
-    bias_c  = float32(bias_step) * bias_k[c]              (bias_k int8 in [-127, 127])
-    Scales are non-negative; a channel's sign (negative batch-norm gain) lives in its codes.
-    """
-
-    scale_base: np.float16
-    scale_k: np.ndarray
-    bias_step: np.float16
-    bias_k: np.ndarray
-
-    def scale(self) -> np.ndarray:
-        k = self.scale_k.astype(np.int64)
-        return np.ldexp(np.float32(self.scale_base) * _POW[k % 32], -(k // 32)).astype(np.float32)
-
-    def bias(self) -> np.ndarray:
-        return (np.float32(self.bias_step) * self.bias_k.astype(np.float32)).astype(np.float32)
-
-    @classmethod
-    def from_float(cls, scale: np.ndarray, bias: np.ndarray) -> CompactSide:
-        """The nearest representable scales (must be >= 0) and biases."""
-        scale = np.asarray(scale, dtype=np.float64)
-        bias = np.asarray(bias, dtype=np.float64)
-        if (scale < 0).any():
-            raise ValueError("compact scales must be non-negative (fold signs into the codes)")
-        base = _f16_at_least(scale.max(initial=0.0))
-        with np.errstate(divide="ignore"):
-            k = np.round(-32 * np.log2(scale / float(base))) if base > 0 else np.zeros_like(scale)
-        k = np.clip(np.nan_to_num(k, nan=255, posinf=255), 0, 255).astype(np.uint8)
-        step = _f16_at_least(np.abs(bias).max(initial=0.0) / 127)
-        bk = np.clip(np.round(bias / float(step)), -127, 127) if step > 0 else np.zeros_like(bias)
-        return cls(base, k, step, bk.astype(np.int8))
-
-
-def _f16_at_least(x: float) -> np.float16:
-    h = np.float16(x)
-    if float(h) < x:
-        h = np.nextafter(h, np.float16(np.inf))
-    return h
 
 
 @dataclass

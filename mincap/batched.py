@@ -51,18 +51,15 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
+from mincap.data import Split, Splits
 from mincap.errors import MincapError, NonFiniteLoss
 from mincap.grouped import Stack, StackedAdamW
 from mincap.models import Spec, prepare
 from mincap.train import EpochStats, TrainConfig, TrainResult, init_model, one_cycle
-
-if TYPE_CHECKING:
-    from mincap.data import Split, Splits
 
 __all__ = ["Trained", "group_key", "group_trials", "train_many"]
 

@@ -224,6 +224,11 @@ class QuantRows:
             qs = list(p[0]) if p is not None else [None] * len(keys)
             if len(qs) != len(keys):
                 raise MincapError(f"quant: {len(qs)} bit widths for {len(keys)} conv/linear layers")
+            # The stacked fake quantizer is the max-|w| one; learned (lsq) or MSE-clipped scales
+            # would silently train as max-|w| here, so such plans are refused.
+            other = {q.method for q in qs if q is not None} - {"max"}
+            if other:
+                raise MincapError(f"train_many: batched training supports the max quantizer only, not {sorted(other)}")
             rows.append(qs)
         return cls(
             keys, flags,

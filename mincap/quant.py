@@ -10,10 +10,30 @@ What is quantized
     * asymmetric: codes in [0, 2^b-1], weight = (code - zero_point) * scale with an
       integer zero point per scale.
 
-    Scales are per output channel (`per_channel=True`) or one per layer, taken from
-    the current float weights (max |w| / qmax; mean |w| for 1 bit) at every forward
-    pass, so they follow training. Gradients pass straight through the rounding
-    (STE: the fake-quantized weight is `w + (q(w) - w).detach()`).
+    Scales are per output channel (`per_channel=True`) or one per layer. How they are
+    chosen is the spec's `method`:
+
+    * `max` (the original rule, and what `mincap.batched` reproduces): max |w| / qmax
+      (mean |w| for 1 bit) from the current float weights at every forward pass.
+      At 2 bits this puts the ternary threshold at max|w| / 2, so most weights
+      become 0: the collapse issue 14 measured at the QAT switch.
+    * `mse`: the per-channel scale that minimizes the squared quantization error
+      (a grid search over clipping points, `mse_scale`), at every forward pass.
+    * `lsq`: learned step size (Esser et al. 2020, "Learned Step Size
+      Quantization"): the scale is a parameter trained with the weights, initialized
+      MSE-optimally at the switch; its gradient is scaled by g = 1/sqrt(n * qmax)
+      as in the paper. It is stored as log(scale) because the optimizer is Adam: an
+      Adam step has the size of the learning rate whatever the gradient's scale, so
+      in the log domain a step changes the scale by ~lr relatively instead of by lr
+      absolutely (0.01 would be 10-50% of a typical 3-bit step).
+
+    For `mse` and `lsq` a 2-bit symmetric layer is ternary {-1, 0, +1} * scale with
+    threshold scale / 2, both optimal/learned (not max|w|-derived); 1 bit is
+    {-1, +1} * scale. Gradients pass straight through the rounding (STE); with
+    `lsq`, weights beyond the clipping point get no gradient (the paper's rule).
+
+    The width can be annealed (`set_fake_quant_bits`): QAT may start at 8 bits and
+    step down to the layer's target, re-initializing learned steps at each change.
 
 What stays float
     Activations (float32 at inference, a fixed part of the decoder), scales and
@@ -34,23 +54,30 @@ Training starts in float and switches to fake quantization for the last epochs
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+import torch
+import torch.nn as nn
+from torch.nn.utils import parametrize
+
+from mincap.config import QUANTIZERS
 from mincap.errors import MincapError
 
-if TYPE_CHECKING:
-    import torch
-    import torch.nn as nn
-
 __all__ = [
+    "METHODS",
     "QuantSpec",
     "attach_fake_quant",
     "code_range",
     "detach_fake_quant",
+    "detach_quantizers",
+    "layer_scale",
+    "mse_scale",
     "quant_layers",
     "quantize_tensor",
     "set_fake_quant",
+    "set_fake_quant_bits",
 ]
+
+METHODS = QUANTIZERS  # the names live in mincap.config, which the CLI reads without torch
 
 
 @dataclass(frozen=True)
@@ -60,10 +87,15 @@ class QuantSpec:
     bits: int
     per_channel: bool = True
     symmetric: bool = True
+    method: str = "max"  # max, mse or lsq (see the module docstring)
 
     def __post_init__(self) -> None:
         if not 1 <= self.bits <= 8:
             raise MincapError(f"quant: bits must be 1..8, got {self.bits}")
+        if self.method not in METHODS:
+            raise MincapError(f"quant: method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.method != "max" and not self.symmetric:
+            raise MincapError(f"quant: the {self.method} quantizer is symmetric only")
 
 
 def code_range(bits: int, symmetric: bool) -> tuple[int, int]:
@@ -78,23 +110,50 @@ def code_range(bits: int, symmetric: bool) -> tuple[int, int]:
 
 def quant_layers(model: nn.Module) -> list[nn.Module]:
     """The conv and linear layers of `model`, in order (the layers the artifact stores)."""
-    import torch.nn as nn
-
     return [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
-def quantize_tensor(w: torch.Tensor, q: QuantSpec):
+def mse_scale(w: torch.Tensor, bits: int, per_channel: bool = True, n_grid: int = 64):
+    """The symmetric scale per output channel (or one) minimizing sum (q(w) - w)^2.
+
+    A grid search over clipping points c = max|w| * k / n_grid (scale c / qmax); 1 bit:
+    mean |w|, the closed-form optimum of {-1, +1} * scale.
+    """
+    w = w.detach()
+    flat = w.reshape(w.shape[0], -1) if per_channel else w.reshape(1, -1)
+    tiny = torch.finfo(torch.float32).tiny * 1e6
+    if bits == 1:
+        return flat.abs().mean(dim=1).clamp_min(tiny)
+    hi = 2 ** (bits - 1) - 1
+    amax = flat.abs().amax(dim=1).clamp_min(tiny)
+    frac = torch.arange(1, n_grid + 1, dtype=flat.dtype, device=flat.device) / n_grid
+    scales = amax[None, :] * frac[:, None] / hi  # (K, C)
+    q = torch.round(flat[None] / scales[:, :, None]).clamp(-hi, hi) * scales[:, :, None]
+    err = (q - flat[None]).pow(2).sum(dim=2)  # (K, C)
+    return scales.gather(0, err.argmin(dim=0, keepdim=True))[0]
+
+
+def quantize_tensor(w: torch.Tensor, q: QuantSpec, scale: torch.Tensor | None = None):
     """Integer codes, scales and zero points of `w` (out channels on dim 0).
 
     Returns `(codes int64 like w, scale float32 (C,) or (1,), zero_point int64 (C,) or (1,))`
-    with `w ~= (codes - zero_point) * scale` broadcast over dim 0.
+    with `w ~= (codes - zero_point) * scale` broadcast over dim 0. `scale` (symmetric
+    only) fixes the scales, e.g. an `lsq` layer's learned ones; otherwise they follow
+    `q.method` (`max`: max |w| / qmax, `mse`/`lsq`: `mse_scale`).
     """
-    import torch
-
     w = w.detach()
     flat = w.reshape(w.shape[0], -1) if q.per_channel else w.reshape(1, -1)
     lo, hi = code_range(q.bits, q.symmetric)
     tiny = torch.finfo(torch.float32).tiny
+    if q.symmetric and (scale is not None or q.method != "max"):
+        scale = mse_scale(w, q.bits, q.per_channel) if scale is None else scale.detach().reshape(-1).float()
+        scale = scale.clamp_min(tiny * 1e6)
+        if q.bits == 1:
+            codes = torch.where(flat >= 0, 1.0, -1.0).expand_as(flat)
+        else:
+            codes = torch.round(flat / scale[:, None]).clamp(lo, hi)
+        zp = torch.zeros_like(scale, dtype=torch.int64)
+        return codes.to(torch.int64).reshape(w.shape), scale.float(), zp
     if q.symmetric:
         if q.bits == 1:
             scale = flat.abs().mean(dim=1)
@@ -117,8 +176,6 @@ def quantize_tensor(w: torch.Tensor, q: QuantSpec):
 
 def dequantize(codes: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor):
     """float32 weights from codes; `scale`/`zp` have one entry per row of dim 0, or one in all."""
-    import torch
-
     shape = (-1,) + (1,) * (codes.dim() - 1)
     c = codes.to(torch.float32)
     if zp.numel() > 1 or bool(zp.any()):
@@ -127,49 +184,150 @@ def dequantize(codes: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor):
 
 
 def _fake_quant_cls():
-    import torch.nn as nn
-
     class FakeQuant(nn.Module):
-        """Parametrization: quantize-dequantize the weight when enabled, straight-through gradient."""
+        """Parametrization: quantize-dequantize the weight when enabled, straight-through gradient.
 
-        def __init__(self, q: QuantSpec) -> None:
+        `bits` is the width in use now (annealing may hold it above `q.bits` for a while);
+        `log_step` (lsq only) holds log(scale), one per output channel or one.
+        """
+
+        def __init__(self, q: QuantSpec, n_scales: int, n_per_scale: int) -> None:
             super().__init__()
             self.q = q
             self.enabled = False
+            self.bits = q.bits
+            self.n_per_scale = n_per_scale
+            self.initialized = False
+            if q.method == "lsq":
+                self.log_step = nn.Parameter(torch.zeros(n_scales))
+
+        def init_step(self, w) -> None:
+            """MSE-optimal start for the learned step at the current width."""
+            with torch.no_grad():
+                self.log_step.copy_(mse_scale(w, self.bits, self.q.per_channel).log())
+            self.initialized = True
+
+        def scale(self, w):
+            """The scales in use now, (C,) or (1,), detached."""
+            if self.q.method == "lsq":
+                if not self.initialized:
+                    self.init_step(w)
+                return self.log_step.detach().exp()
+            spec = QuantSpec(self.bits, self.q.per_channel, self.q.symmetric, self.q.method)
+            return quantize_tensor(w, spec)[1]
 
         def forward(self, w):
             if not self.enabled:
                 return w
-            codes, scale, zp = quantize_tensor(w, self.q)
-            wq = dequantize(codes, scale, zp)
-            return w + (wq - w).detach()
+            if self.q.method != "lsq":
+                spec = QuantSpec(self.bits, self.q.per_channel, self.q.symmetric, self.q.method)
+                codes, scale, zp = quantize_tensor(w, spec)
+                wq = dequantize(codes, scale, zp)
+                return w + (wq - w).detach()
+            if not self.initialized:
+                self.init_step(w)
+            lo, hi = code_range(self.bits, True)
+            g = 1.0 / (self.n_per_scale * hi) ** 0.5
+            t = self.log_step * g + (self.log_step * (1 - g)).detach()  # value log_step, gradient * g
+            s = t.exp().reshape((-1,) + (1,) * (w.dim() - 1))
+            v = (w / s).clamp(lo, hi)
+            if self.bits == 1:
+                r = torch.where(v >= 0, 1.0, -1.0)
+            else:
+                r = torch.round(v)
+            return (v + (r - v).detach()) * s
 
     return FakeQuant
 
 
-def attach_fake_quant(model: nn.Module, specs: list[QuantSpec | None], *, enabled: bool = False) -> None:
-    """Register a fake-quant parametrization on each layer's weight (None: stays float)."""
-    from torch.nn.utils import parametrize
+def attach_fake_quant(model: nn.Module, specs: list, *, enabled: bool = False) -> None:
+    """Register a fake-quant parametrization on each layer's weight (None: stays float).
 
+    An entry may be a `QuantSpec` (a new quantizer) or a quantizer module taken off
+    earlier by `detach_quantizers` (put back with its learned steps; re-initialized
+    when the layer's output channels changed, e.g. by pruning).
+    """
     layers = quant_layers(model)
     if len(specs) != len(layers):
         raise MincapError(f"quant: {len(specs)} bit widths for {len(layers)} conv/linear layers")
     FakeQuant = _fake_quant_cls()
     for layer, q in zip(layers, specs):
-        if q is not None:
-            fq = FakeQuant(q)
-            fq.enabled = enabled
-            parametrize.register_parametrization(layer, "weight", fq)
+        if q is None:
+            continue
+        w = layer.weight
+        n_scales = w.shape[0] if q_of(q).per_channel else 1
+        n_per_scale = w.numel() // n_scales
+        if isinstance(q, QuantSpec):
+            fq = FakeQuant(q, n_scales, n_per_scale).to(w.device)
+        else:
+            fq = q
+            fq.n_per_scale = n_per_scale
+            if fq.q.method == "lsq" and fq.log_step.numel() != n_scales:
+                fq.log_step = torch.nn.Parameter(torch.zeros(n_scales, device=w.device))
+                fq.initialized = False
+        fq.enabled = enabled
+        parametrize.register_parametrization(layer, "weight", fq)
+
+
+def q_of(entry) -> QuantSpec:
+    """The `QuantSpec` of a spec or of a quantizer module."""
+    return entry if isinstance(entry, QuantSpec) else entry.q
+
+
+def _quantizer(layer):
+    if parametrize.is_parametrized(layer, "weight"):
+        for p in layer.parametrizations.weight:
+            if hasattr(p, "q"):
+                return p
+    return None
 
 
 def set_fake_quant(model: nn.Module, enabled: bool) -> None:
-    from torch.nn.utils import parametrize
-
     for layer in quant_layers(model):
+        fq = _quantizer(layer)
+        if fq is not None:
+            fq.enabled = enabled
+
+
+def set_fake_quant_bits(model: nn.Module, bits_of) -> None:
+    """Set each quantizer's width now to `bits_of(q)` (>= its target; annealing).
+
+    A learned step is re-initialized (MSE-optimal) when its width changes.
+    """
+    for layer in quant_layers(model):
+        fq = _quantizer(layer)
+        if fq is None:
+            continue
+        b = max(fq.q.bits, min(8, int(bits_of(fq.q))))
+        if b != fq.bits:
+            fq.bits = b
+            fq.initialized = False
+
+
+def layer_scale(layer):
+    """The scales (C,) or (1,) the layer's quantizer uses now on its latent weight (None: float)."""
+    fq = _quantizer(layer)
+    return None if fq is None else fq.scale(latent_weight(layer).detach())
+
+
+def detach_quantizers(model: nn.Module) -> list:
+    """Remove all parametrizations (fake quant and masks), keeping the latent float weights.
+
+    Returns the quantizer modules removed (None for float layers), learned steps
+    included, for `attach_fake_quant` to put back. Sparsity masks are baked into the
+    latent weights (masked weights stay exactly 0).
+    """
+    out = []
+    for layer in quant_layers(model):
+        fq = _quantizer(layer)
+        out.append(fq)
         if parametrize.is_parametrized(layer, "weight"):
-            for p in layer.parametrizations.weight:
-                if hasattr(p, "q"):
-                    p.enabled = enabled
+            with torch.no_grad():  # masked weights become 0 in the latent weight, so a later mask keeps them out
+                for p in layer.parametrizations.weight:
+                    if hasattr(p, "mask"):
+                        layer.parametrizations.weight.original.mul_(p.mask)
+            parametrize.remove_parametrizations(layer, "weight", leave_parametrized=False)
+    return out
 
 
 def detach_fake_quant(model: nn.Module) -> list[QuantSpec | None]:
@@ -177,31 +335,17 @@ def detach_fake_quant(model: nn.Module) -> list[QuantSpec | None]:
 
     Returns the quantizer specs removed (None for float layers).
     """
-    from torch.nn.utils import parametrize
-
-    specs: list[QuantSpec | None] = []
-    for layer in quant_layers(model):
-        if parametrize.is_parametrized(layer, "weight"):
-            qs = [p.q for p in layer.parametrizations.weight if hasattr(p, "q")]
-            specs.append(qs[0] if qs else None)
-            parametrize.remove_parametrizations(layer, "weight", leave_parametrized=False)
-        else:
-            specs.append(None)
-    return specs
+    return [None if fq is None else fq.q for fq in detach_quantizers(model)]
 
 
 def latent_weight(layer: nn.Module):
     """The float weight under any fake-quant parametrization."""
-    from torch.nn.utils import parametrize
-
     if parametrize.is_parametrized(layer, "weight"):
         return layer.parametrizations.weight.original
     return layer.weight
 
 
 def _mask_cls():
-    import torch.nn as nn
-
     class Mask(nn.Module):
         """Parametrization: unstructured sparsity, `w * mask` (mask fixed, stored as a buffer)."""
 
@@ -221,8 +365,6 @@ def attach_sparsity(model: nn.Module, sparsity: float) -> None:
     Must be attached before the fake quantizer (parametrizations apply in registration
     order); a pruned weight quantizes to the code of 0.0 and the file pays for it.
     """
-    from torch.nn.utils import parametrize
-
     Mask = _mask_cls()
     for layer in quant_layers(model):
         w = latent_weight(layer).detach()

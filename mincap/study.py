@@ -11,7 +11,8 @@
     [storage]   url (default: SQLite file `<name>.db` next to the study file), artifacts (folder),
                 heartbeat_interval_s, grace_period_s, sqlite_timeout_s
     [space]     the search space: a two-element list is a [low, high] range, a longer or
-                non-numeric list a set of choices, a scalar a fixed value
+                non-numeric list a set of choices, a scalar a fixed value (`prune_ratios` is
+                always a set; `channels0`, the first block's own range, defaults to `channels`)
     [early_stop] enabled, margin, min_progress, min_feasible, hopeless
     [fidelity]  screening before full training (`mincap.search.fidelity`): enabled, epochs,
                 subset, promote, min_peers, min_val_acc

@@ -23,16 +23,15 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
+import torch
+import torch.nn.functional as F
+
+from mincap.config import TrainConfig
+from mincap.data import Split, Splits, load_test
 from mincap.errors import MincapError, NonFiniteLoss
-
-if TYPE_CHECKING:
-    import torch
-
-    from mincap.data import Split, Splits
-    from mincap.models import Spec
+from mincap.models import Spec, build, prepare
 
 __all__ = [
     "EpochStats",
@@ -45,23 +44,6 @@ __all__ = [
     "setup_threads",
     "train",
 ]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Hyper-parameters of one training run (shared by the CLI, search and benchmarks)."""
-
-    epochs: int = 15
-    batch_size: int = 256
-    lr: float = 0.01
-    weight_decay: float = 1e-4
-    label_smoothing: float = 0.0
-    augment_shift: int = 1
-    seed: int = 0
-    eval_batch_size: int = 5000
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -101,8 +83,6 @@ def setup_threads(n: int | None = None) -> int:
     process (all cores) and several worker processes (one each).
     """
     global _threads_set
-    import torch
-
     n = n or int(os.environ.get("MINCAP_THREADS", 0)) or available_cores()
     if not _threads_set or torch.get_num_threads() != n:
         torch.set_num_threads(n)
@@ -112,8 +92,6 @@ def setup_threads(n: int | None = None) -> int:
 
 def pick_device(name: str = "auto") -> torch.device:
     """`auto` = cuda when present, else cpu; a named device that this machine lacks is a one-line error."""
-    import torch
-
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -129,10 +107,6 @@ def pick_device(name: str = "auto") -> torch.device:
 
 def init_model(spec: Spec, seed: int, device: str | torch.device = "cpu"):
     """Build `spec` with weights drawn from `seed` (the one place initial weights are seeded)."""
-    import torch
-
-    from mincap.models import build
-
     torch.manual_seed(seed)
     return build(spec).to(device)
 
@@ -155,9 +129,6 @@ def one_cycle(total_steps: int, warmup: float = 0.25, start: float = 0.04, end: 
 
 def _shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
     """Translate each image by its own random (dy, dx) in [-s, s], zero fill, as one gather."""
-    import torch
-    import torch.nn.functional as F
-
     b, _, h, w = x.shape
     s = max_shift
     d = torch.randint(0, 2 * s + 1, (2, b), generator=gen).to(x.device)
@@ -179,16 +150,16 @@ def train(
     *,
     on_epoch: Callable[[EpochStats], bool | None] | None = None,
     on_epoch_start: Callable[[int, torch.nn.Module], None] | None = None,
+    teacher: torch.nn.Module | None = None,
 ) -> TrainResult:
     """Train `model` in place on `splits.train`, evaluating on `splits.val` after each epoch.
 
+    With a `teacher` and `cfg.distill_weight` w > 0 the loss is
+    (1 - w) * cross-entropy + w * T^2 * KL(teacher || student) at temperature T
+    (Hinton et al. 2015); the teacher runs on the same augmented batch (a shifted image
+    has the teacher's logits of the shifted image, which precomputed ones would not).
     Raises `NonFiniteLoss` when the loss becomes NaN or inf.
     """
-    import torch
-    import torch.nn.functional as F
-
-    from mincap.models import prepare
-
     device = next(model.parameters()).device
     x = prepare(splits.train.x.to(device))
     y = splits.train.y.to(device)
@@ -199,6 +170,10 @@ def train(
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, one_cycle(cfg.epochs * steps))
     result = TrainResult()
+    distill = teacher is not None and cfg.distill_weight > 0
+    temp = cfg.distill_temperature
+    if distill:
+        teacher.eval()
     t0 = time.perf_counter()
     for epoch in range(cfg.epochs):
         if on_epoch_start is not None:
@@ -212,7 +187,13 @@ def train(
             xb = x[idx]
             if cfg.augment_shift:
                 xb = _shift(xb, cfg.augment_shift, gen)
-            loss = F.cross_entropy(model(xb), y[idx], label_smoothing=cfg.label_smoothing)
+            logits = model(xb)
+            loss = F.cross_entropy(logits, y[idx], label_smoothing=cfg.label_smoothing)
+            if distill:
+                with torch.no_grad():
+                    soft = F.log_softmax(teacher(xb) / temp, dim=1)
+                kl = F.kl_div(F.log_softmax(logits / temp, dim=1), soft, log_target=True, reduction="batchmean")
+                loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * temp * temp * kl
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -233,10 +214,6 @@ def train(
 
 def evaluate(model: torch.nn.Module, split: Split, *, batch_size: int = 5000) -> tuple[float, torch.Tensor]:
     """Accuracy of `model` on `split` and its predicted labels (int64, on the CPU)."""
-    import torch
-
-    from mincap.models import prepare
-
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -255,6 +232,4 @@ def final_test_accuracy(
     model: torch.nn.Module, dataset: str, *, root: str | None = None
 ) -> tuple[float, torch.Tensor]:
     """Test accuracy of a finished, already chosen model: report it, never select on it."""
-    from mincap.data import load_test
-
     return evaluate(model, load_test(dataset, root=root))

@@ -188,3 +188,13 @@ def test_layer_counts_keep_weights_and_biases_apart():
     assert dec.size["n_params"] == sum(r["n_weights"] + r["n_biases"] for r in rows)
     assert dec.size["n_nonzero"] == sum(r["n_nonzero"] + r["n_nonzero_biases"] for r in rows)
     assert sum(r["n_nonzero"] for r in rows) < 0.2 * sum(r["n_weights"] for r in rows)  # 90% sparse weights
+
+
+def test_verify_on_the_wrong_dataset_is_one_line_naming_the_fitting_ones(tmp_path, mnist_root, capsys):
+    """A 7x7 network measured on 28x28 MNIST used to give ~10% and exit 0."""
+    spec = Spec(convs=(Conv(4, 3, pad=1),), batch_norm=False, head="gap", in_shape=(1, 7, 7))
+    f = tmp_path / "seven.mincap"
+    artifact.write(f, encode(spec, _layers(spec, 4, np.random.default_rng(0))))
+    assert main(["verify", str(f), "--dataset", "mnist", "--data-dir", str(mnist_root)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "7x7 inputs and 10 classes" in err[0] and "--dataset (mnist-7)" in err[0], err

@@ -45,10 +45,14 @@ def test_limit_keeps_validation(mnist_root):
 def test_training_never_reads_test(mnist_small, monkeypatch):
     from mincap import models, train
 
-    def forbidden(*a, **k):
-        raise AssertionError("the training path read the test set")
+    real = data.registry._load_arrays  # every read of a dataset part goes through here
 
-    monkeypatch.setattr(data, "load_test", forbidden)
+    def guarded(name, roots, train):
+        if not train:
+            raise AssertionError("the training path read the test set")
+        return real(name, roots, train)
+
+    monkeypatch.setattr(data.registry, "_load_arrays", guarded)
     model = train.init_model(models.PRESETS["mlp-32"], 0)
     train.train(model, mnist_small, train.TrainConfig(epochs=1, batch_size=128))
 
@@ -91,3 +95,15 @@ def test_data_dir_resolution(monkeypatch, tmp_path):
     monkeypatch.delenv("MINCAP_DATA")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert data.data_dir() == tmp_path / "cache" / "mincap"
+
+
+def test_default_search_path_finds_the_data_beside_the_checkout(monkeypatch, tmp_path, mnist_root):
+    """The README's main command runs offline with no data option: shared/datasets beside the clone."""
+    if mnist_root.resolve() != data.registry.SHARED_BESIDE_CHECKOUT.resolve():
+        pytest.skip("MNIST is not in shared/datasets beside this checkout")
+    monkeypatch.delenv("MINCAP_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    assert data.data_dirs() == (tmp_path / "empty-cache" / "mincap", data.registry.SHARED_BESIDE_CHECKOUT)
+    x, y = data.load_arrays("mnist", None, True)
+    assert x.shape == (60000, 1, 28, 28) and len(y) == 60000
+    assert not (tmp_path / "empty-cache").exists()  # found, not downloaded

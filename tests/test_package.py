@@ -28,3 +28,16 @@ def test_import_is_light():
     code = "import sys, mincap; print('torch' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("pkg", ["mincap.entropy", "mincap.results"])
+def test_lazy_names_are_never_shadowed_by_submodules(pkg):
+    """A lazy name equal to a submodule's name resolves to the module once that is imported."""
+    import pkgutil
+    import types
+
+    package = importlib.import_module(pkg)
+    for info in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{pkg}.{info.name}")  # binds every submodule name on the package
+    for name in package.__all__:
+        assert not isinstance(getattr(package, name), types.ModuleType), f"{pkg}.{name} is a module"

@@ -77,3 +77,82 @@ def test_bn_folding_float_export_matches_model():
     ref = model(x)
     dec8 = decode(export(model, model.spec))
     torch.testing.assert_close(dec8.model(x), ref, atol=0.05, rtol=0.05)  # float16 scales/biases only
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+def test_lsq_gradients_reach_the_scales_and_codes_stay_in_range(bits):
+    from mincap.quant import layer_scale
+
+    torch.manual_seed(bits)
+    conv = torch.nn.Conv2d(3, 5, 3)
+    attach_fake_quant(conv, [QuantSpec(bits, method="lsq")], enabled=True)
+    fq = conv.parametrizations.weight[0]
+    x = torch.randn(4, 3, 8, 8)
+    (conv(x) ** 2).mean().backward()
+    assert fq.log_step.grad is not None and fq.log_step.grad.abs().min() > 0  # every channel's step learns
+    assert conv.parametrizations.weight.original.grad.abs().sum() > 0
+    scale = layer_scale(conv)
+    codes = conv.weight.detach() / scale.reshape(-1, 1, 1, 1)
+    assert torch.allclose(codes, codes.round(), atol=1e-4)
+    lo, hi = code_range(bits, True)
+    assert codes.min() >= lo - 1e-4 and codes.max() <= hi + 1e-4
+    if bits == 1:
+        assert set(codes.round().unique().tolist()) <= {-1.0, 1.0}
+    # an optimizer step moves the learned steps
+    before = fq.log_step.detach().clone()
+    torch.optim.SGD(conv.parameters(), lr=0.5).step()
+    assert not torch.equal(before, fq.log_step.detach())
+
+
+def test_mse_scale_beats_max_scale_at_two_bits():
+    from mincap.quant import mse_scale
+
+    torch.manual_seed(0)
+    w = torch.randn(8, 200)
+    err = {}
+    for method in ("max", "mse"):
+        codes, scale, zp = quantize_tensor(w, QuantSpec(2, method=method))
+        err[method] = (dequantize(codes, scale, zp) - w).pow(2).sum(dim=1)
+    assert (err["mse"] <= err["max"] + 1e-6).all() and err["mse"].sum() < 0.8 * err["max"].sum()
+    assert torch.equal(quantize_tensor(w, QuantSpec(2, method="mse"))[1], mse_scale(w, 2))
+
+
+def test_lsq_export_uses_the_learned_scale():
+    from mincap.artifact import decode
+    from mincap.compress import export
+    from mincap.models import PRESETS, build
+
+    torch.manual_seed(0)
+    model = build(PRESETS["tiny"]).eval()
+    attach_fake_quant(model, [QuantSpec(3, method="lsq")] * 4, enabled=True)
+    x = torch.rand(16, 1, 28, 28)
+    model(x)  # initializes the steps
+    fqs = [m.parametrizations.weight[0] for m in (model.features[0], model.features[4], model.features[8])]
+    with torch.no_grad():
+        for fq in fqs:
+            fq.log_step.add_(0.3)  # a learned step, no longer the MSE-optimal start
+        expect = model(x)
+    got = decode(export(model, model.spec)).model(x)
+    assert (got - expect).abs().max() < 0.05 * expect.abs().max()
+
+
+def test_anneal_schedule_steps_down_to_the_target():
+    from mincap.compress import anneal_bits
+
+    assert [anneal_bits(2, k, 2) for k in range(4)] == [6, 4, 2, 2]
+    assert [anneal_bits(3, k, 0) for k in range(2)] == [3, 3]
+    assert [anneal_bits(8, k, 3) for k in range(2)] == [8, 8]
+
+
+def test_annealed_width_reinitializes_the_learned_step():
+    from mincap.quant import set_fake_quant_bits
+
+    lin = torch.nn.Linear(30, 4)
+    attach_fake_quant(lin, [QuantSpec(2, method="lsq")], enabled=True)
+    fq = lin.parametrizations.weight[0]
+    set_fake_quant_bits(lin, lambda q: 6)
+    assert lin.weight.detach().unique().numel() > 3 * 4  # 6-bit levels
+    s6 = fq.log_step.detach().clone()
+    set_fake_quant_bits(lin, lambda q: q.bits)
+    lin.weight  # noqa: B018 (forward re-initializes at the new width)
+    assert (fq.log_step.detach() > s6).all()  # a 2-bit step is wider

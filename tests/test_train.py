@@ -71,3 +71,32 @@ def test_one_cycle_shape_and_tiny_runs():
     for total in range(1, 8):  # short runs must not divide by zero
         g = train.one_cycle(total)
         assert all(0 < g(s) <= 1 for s in range(total + 1))
+
+
+@pytest.mark.parametrize("extra", [[], ["--bits", "4", "--qat-epochs", "1"]])
+def test_cli_train_reads_the_test_set_only_with_test_flag(mnist_root, monkeypatch, capsys, extra):
+    """`mincap train` helps choose, so it must not read the test set unless --test asks for a report."""
+    import json
+
+    from mincap.cli import main
+    from mincap.data import registry
+
+    calls = []
+    real = registry._load_arrays  # every read of a dataset part goes through here (cached per process)
+
+    def guarded(name, roots, train):
+        if not train:
+            calls.append(name)
+            if "--test" not in argv:
+                raise AssertionError("mincap train read the test set without --test")
+        return real(name, roots, train)
+
+    monkeypatch.setattr(registry, "_load_arrays", guarded)
+    argv = ["train", "--data-dir", str(mnist_root), "--limit", "300", "--n-val", "300", "--epochs", "1",
+            "--json", *extra]
+    assert main(argv) == 0
+    assert calls == [] and "test_acc" not in json.loads(capsys.readouterr().out)
+    argv = [*argv, "--test"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(calls) == 1 and 0.0 <= out["test_acc"] <= 1.0 and "not for choosing" in out["test_note"]

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mincap.config import DEFAULT_N_VAL, DEFAULT_SPLIT_SEED
 from mincap.errors import MincapError
 
 __all__ = [
@@ -43,8 +44,6 @@ __all__ = [
     "split_indices",
 ]
 
-DEFAULT_N_VAL = 5000
-DEFAULT_SPLIT_SEED = 0
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from mincap.entropy.base import (
 
 # The estimators need numpy and torch; the names above do not (the CLI builds its options from
 # them), so the rest is imported on first use.
-_LAZY = {"estimate": "mincap.entropy.estimate", "PrequentialConfig": "mincap.entropy.prequential"}
+_LAZY = {"estimate": "mincap.entropy.estimators", "PrequentialConfig": "mincap.entropy.prequential"}
 
 __all__ = ["BOUNDS", "COMPRESSORS", "DEFAULT_BUDGET_S", "DEFAULT_THRESHOLD", "ESTIMATORS", "Estimate",
            "PrequentialConfig", "estimate"]

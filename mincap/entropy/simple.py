@@ -1,7 +1,7 @@
 """The closed-form estimators: `asker`, `pixels`, `labels`, and the `compressed` upper bound.
 
 Each takes plain numpy arrays (images uint8 (N, C, H, W) or (N, D), labels int (N,))
-and returns bits, so tests can feed them synthetic data; `mincap.entropy.estimate`
+and returns bits, so tests can feed them synthetic data; `mincap.entropy.estimators.estimate`
 loads a dataset, wraps these and caches the result.
 
 Binarization (for `asker` and `pixels`): a pixel is 1 when its value is > `threshold`

@@ -26,11 +26,12 @@ from rich.table import Table
 
 from mincap.artifact import decode, read
 from mincap.entropy import cache as entropy_cache
+from mincap.errors import MincapError
 from mincap.report import fmt_acc, fmt_bits
 from mincap.search.replicates import replicate_trial, stored_replicates
 from mincap.train import final_test_accuracy
 
-__all__ = ["chosen_trial", "summarize", "summary_tables", "test_accuracy_once"]
+__all__ = ["chosen_trial", "pick_trial", "summarize", "summary_tables", "test_accuracy_once"]
 
 
 def _feasible(t, target: float) -> bool:
@@ -41,6 +42,19 @@ def chosen_trial(study, target: float):
     """The smallest COMPLETE trial whose validation accuracy reaches `target` (ties: higher val, older)."""
     ok = [t for t in study.get_trials(deepcopy=False) if _feasible(t, target)]
     return min(ok, key=lambda t: (t.user_attrs["artifact_bits"], -t.user_attrs["val_acc"], t.number)) if ok else None
+
+
+def pick_trial(study, target: float, number: int | None = None):
+    """Trial `number`, or the chosen network when None; one clear line when there is none."""
+    if number is None:
+        trial = chosen_trial(study, target)
+        if trial is None:
+            raise MincapError(f"study {study.study_name!r} has no trial reaching the target on validation yet")
+        return trial
+    trials = [t for t in study.get_trials(deepcopy=False) if t.number == number]
+    if not trials:
+        raise MincapError(f"study {study.study_name!r} has no trial {number}")
+    return trials[0]
 
 
 def _row(t) -> dict[str, Any]:

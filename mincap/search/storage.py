@@ -12,12 +12,14 @@ worker on the study fails it and re-queues a copy (`RetryHeartbeatStaleTrialCall
 
 from __future__ import annotations
 
+import tempfile
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.artifacts import FileSystemArtifactStore
+from optuna.artifacts import FileSystemArtifactStore, download_artifact
 from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
 from sqlalchemy import event
@@ -25,7 +27,7 @@ from sqlalchemy import event
 from mincap.errors import MincapError
 from mincap.study import StudyConfig
 
-__all__ = ["artifact_store", "make_sampler", "make_storage", "open_study"]
+__all__ = ["artifact_bytes", "artifact_store", "make_sampler", "make_storage", "open_study"]
 
 
 def make_storage(cfg: StudyConfig, url: str | None = None):
@@ -127,3 +129,15 @@ def artifact_store(cfg: StudyConfig) -> FileSystemArtifactStore:
     """The study's `optuna.artifacts` store: a folder next to the study file."""
     cfg.artifacts_dir.mkdir(parents=True, exist_ok=True)
     return FileSystemArtifactStore(str(cfg.artifacts_dir))
+
+
+def artifact_bytes(cfg: StudyConfig, trial) -> bytes:
+    """The `.mincap` file a trial stored (its `artifact_id` in the study's artifact store)."""
+    artifact_id = trial.user_attrs.get("artifact_id")
+    if not artifact_id:
+        raise MincapError(f"trial {trial.number} of {cfg.study.name!r} has no artifact (not complete?)")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "trial.mincap"
+        download_artifact(artifact_store=FileSystemArtifactStore(str(cfg.artifacts_dir)), file_path=str(path),
+                          artifact_id=artifact_id)
+        return path.read_bytes()

@@ -1,0 +1,7 @@
+"""`python -m mincap.cli`."""
+
+import sys
+
+from mincap.cli import main
+
+sys.exit(main())

@@ -1,0 +1,187 @@
+"""`mincap search`, `summary`, `export`, `plot`: studies and the dataset ladder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from mincap.cli.args import add_data_dir
+from mincap.errors import MincapError
+
+__all__ = ["add_export", "add_plot", "add_search", "add_summary"]
+
+
+def _duration(text: str) -> float:
+    """Seconds from '90', '90s', '30m', '2h' or '1.5h'."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    t = text.strip().lower()
+    try:
+        return float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a duration like 90s, 30m or 2h, got {text!r}") from None
+
+
+def _add_study_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("study_file", nargs="?", default="studies/mnist-99.toml",
+                   help="TOML study file (default: studies/mnist-99.toml)")
+    p.add_argument("--storage", default=None, help="any Optuna storage URL (default: from the study file)")
+    add_data_dir(p)
+
+
+def add_search(sub) -> None:
+    p = sub.add_parser("search", help="run or resume an Optuna study for the smallest network reaching the target")
+    _add_study_args(p)
+    p.add_argument("--trials", type=int, default=None, help="trials to run now (default: the study's budget)")
+    p.add_argument("--timeout", type=_duration, default=None,
+                   help="wall-time budget, e.g. 30m or 2h (default: the study's); a trial still training at the "
+                        "deadline stops at its next epoch and is recorded PRUNED with the reason")
+    p.add_argument("--workers", type=int, default=1, help="worker processes sharing the study")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument("--batch-trials", type=int, default=0, metavar="N",
+                   help="train up to N like-shaped trials as one batched computation "
+                        "(default 0 = automatic: 8 on CUDA, 1 on CPU where it measured slower)")
+    p.add_argument("--no-progress", action="store_true", help="no live display")
+    p.set_defaults(func=_cmd_search)
+
+
+def _cmd_search(args) -> int:
+    from mincap.search.run import SearchOptions, run_search
+    from mincap.study import load_study_file
+
+    cfg = load_study_file(args.study_file)
+    opts = SearchOptions(trials=args.trials, timeout_s=args.timeout, storage_url=args.storage,
+                         workers=args.workers, device=args.device, batch_trials=args.batch_trials,
+                         data_dir=args.data_dir,
+                         progress=not args.no_progress)
+    res = run_search(cfg, opts)
+    if res["stale_failed"]:
+        print(f"mincap search: trial(s) {', '.join(map(str, res['stale_failed']))} had no heartbeat for longer "
+              f"than the grace period (a dead worker): failed and re-queued", file=sys.stderr)
+    if res["stopped_at_deadline"]:
+        print(f"mincap search: trial(s) {', '.join(map(str, res['stopped_at_deadline']))} stopped at the "
+              f"--timeout deadline (recorded PRUNED)", file=sys.stderr)
+    print(f"mincap search: {res['trials_total'] - res['trials_before']} trial(s) run in "
+          f"{res['elapsed_s']:.0f} s; the study now has {res['trials_total']}. "
+          f"See: mincap summary {args.study_file}", file=sys.stderr)
+    return 0
+
+
+def add_summary(sub) -> None:
+    p = sub.add_parser("summary", help="trials, Pareto front and the chosen network of a study")
+    _add_study_args(p)
+    p.add_argument("--study", default=None, help="study name (default: from the study file)")
+    p.add_argument("--no-test", action="store_true", help="do not evaluate the chosen network on the test set")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
+    p.add_argument("--replicates", type=int, default=0, metavar="K",
+                   help="retrain the chosen configuration with K more seeds (validation only; stored in the "
+                        "study, not recomputed) and report how many reach the target")
+    p.set_defaults(func=_cmd_summary)
+
+
+def _study_cfg(args):
+    from dataclasses import replace
+
+    from mincap.study import load_study_file
+
+    cfg = load_study_file(args.study_file)
+    if getattr(args, "study", None):
+        cfg = replace(cfg, study=replace(cfg.study, name=args.study))
+    return cfg
+
+
+def _cmd_summary(args) -> int:
+    from mincap.report import console
+    from mincap.results.summary import summarize, summary_tables
+    from mincap.search.storage import open_study
+
+    if args.replicates < 0:
+        raise MincapError("--replicates must be >= 0")
+    cfg = _study_cfg(args)
+    study = open_study(cfg, url=args.storage, create=False)
+    s = summarize(study, target=cfg.study.target, dataset=cfg.study.dataset, artifacts_dir=cfg.artifacts_dir,
+                  data_dir=args.data_dir, evaluate_test=not args.no_test, replicates=args.replicates,
+                  study_cfg=cfg)
+    if args.json:
+        print(json.dumps(s))
+    else:
+        console().print(summary_tables(s))
+    return 0
+
+
+def add_export(sub) -> None:
+    p = sub.add_parser("export", help="write a study trial's artifact (default: the chosen network) to a file")
+    _add_study_args(p)
+    p.add_argument("--trial", type=int, default=None, help="trial number (default: the chosen network)")
+    p.add_argument("-o", "--output", required=True, help="FILE.mincap to write")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args) -> int:
+    from mincap.artifact import write
+    from mincap.results.summary import pick_trial
+    from mincap.search.storage import artifact_bytes, open_study
+
+    cfg = _study_cfg(args)
+    trial = pick_trial(open_study(cfg, url=args.storage, create=False), cfg.study.target, args.trial)
+    write(args.output, artifact_bytes(cfg, trial))
+    print(f"wrote {args.output}: trial {trial.number}, {trial.user_attrs['artifact_bits']:,} bits", file=sys.stderr)
+    return 0
+
+
+def add_plot(sub) -> None:
+    from mincap.entropy.base import ESTIMATORS
+
+    p = sub.add_parser(
+        "plot", help="entropy vs smallest network over studies (the dataset ladder), Pareto fronts, report",
+        description="Figure 1 (-o FILE.png|.svg): each study's dataset entropy estimate (X) against its chosen "
+        "network's artifact bits (Y). Figure 2 (FILE-pareto.png): each study's Pareto front with its target. "
+        "Studies are read live from study files (.toml) or from summary JSON files (mincap summary --json).",
+    )
+    p.add_argument("inputs", nargs="*", metavar="STUDY",
+                   help="study files (.toml) or summary files (.json); default: studies/mnist-99.toml and studies/ladder/*.toml")
+    p.add_argument("--from-json", action="append", metavar="DIR", default=None,
+                   help="read every DIR/*.summary.json (repeatable)")
+    p.add_argument("--estimator", choices=ESTIMATORS, default="prequential", metavar="NAME",
+                   help=f"entropy estimate on X, one of {', '.join(ESTIMATORS)} (default: prequential)")
+    p.add_argument("-o", "--output", required=True, metavar="FILE.png", help="figure 1 (.png or .svg)")
+    p.add_argument("--report", default=None, metavar="FILE.md", help="also write the markdown report here")
+    p.add_argument("--save-json", action="store_true",
+                   help="write <study>.summary.json beside each study file read live, merged into the "
+                   "stored one: a stored value is never replaced by nothing")
+    p.add_argument("--no-test", action="store_true", help="do not evaluate chosen networks on the test set")
+    p.add_argument("--no-compute", action="store_true",
+                   help="never compute a missing entropy estimate (default: compute asker/pixels/labels)")
+    p.add_argument("--machine", default=None, help="the machine that ran the searches, for the report")
+    add_data_dir(p)
+    p.set_defaults(func=_cmd_plot)
+
+
+def _cmd_plot(args) -> int:
+    import glob
+
+    from mincap.results import figures, ladder, markdown
+
+    if not args.output.endswith((".png", ".svg")):
+        raise MincapError(f"-o: the figure must end in .png or .svg, got {args.output}")
+    inputs = args.inputs or ([] if args.from_json else ["studies/mnist-99.toml", *sorted(glob.glob("studies/ladder/*.toml"))])
+    rungs = ladder.load_rungs(inputs, args.from_json, data_dir=args.data_dir, evaluate_test=not args.no_test)
+    drawn = figures.plot_ladder(rungs, args.output, estimator=args.estimator, data_dir=args.data_dir,
+                                compute=not args.no_compute)  # placing none: raises, writes nothing
+    pareto = figures.pareto_path(args.output)
+    figures.plot_pareto(rungs, pareto)
+    print(f"wrote {args.output} ({len(drawn['points'])} of {len(rungs)} studies placed) and {pareto}",
+          file=sys.stderr)
+    for name, why in drawn["skipped"].items():
+        hint = f"; run: mincap entropy {name} --estimator {args.estimator}" if "estimate" in why else ""
+        print(f"  not placed: {name} ({why}{hint})", file=sys.stderr)
+    if args.save_json:  # after the plot, so that estimates it found or computed are saved too
+        for p in ladder.save_summaries(rungs):
+            print(f"wrote {p}", file=sys.stderr)
+    if args.report:
+        cmd = " ".join(["mincap plot", *args.inputs, *(f"--from-json {d}" for d in args.from_json or []),
+                        f"--estimator {args.estimator}", f"-o {args.output}", f"--report {args.report}"])
+        out = markdown.write_report(rungs, args.report, figure=args.output, pareto=pareto,
+                                    estimator=args.estimator, machine=args.machine, command=cmd)
+        print(f"wrote {out}", file=sys.stderr)
+    return 0

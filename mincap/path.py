@@ -1,0 +1,155 @@
+"""A compression path: one training run, then a size/accuracy curve instead of one point.
+
+`compression_path` trains a network once (`mincap.compress.train_quantized`: float,
+then QAT), applies the `CompressConfig`'s own pruning and sparsity, and records
+that as step 0. Then it shrinks the network step by step -- remove channels
+(`prune=R`, a fraction of each layer's current channels, floor per layer), raise
+unstructured sparsity (`sparsity=S`, cumulative), lower bit widths (`bits=B`: every
+quantized layer wider than B goes to B; `bits=B1:B2:...`: one width per
+conv/linear layer) -- fine-tuning `comp.prune_finetune_epochs` epochs after each
+step. At every step the network is exported to a `.mincap` artifact, the artifact
+is DECODED, and the decoded network is evaluated on the validation split; the
+step's (artifact bits, validation accuracy) and its bytes are kept.
+
+`PathResult.chosen` is the smallest step (fewest artifact bits) whose validation
+accuracy reaches the target. Steps are cumulative, so later steps are usually but
+not necessarily smaller; the choice looks at all of them. The test set is not read.
+
+Step grammar (CLI `--path`): steps separated by ';', the changes of one step by ',':
+`"sparsity=0.3;sparsity=0.5;prune=0.2,bits=2"`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from mincap.artifact import decode
+from mincap.compress import configured_shrink, export, shrink, train_quantized
+from mincap.config import CompressConfig, TrainConfig
+from mincap.data import Splits
+from mincap.errors import MincapError
+from mincap.models import Spec
+from mincap.quant import _quantizer, quant_layers
+from mincap.train import evaluate
+
+__all__ = ["PathResult", "PathStep", "compression_path", "parse_steps"]
+
+
+@dataclass
+class PathStep:
+    """One point of the path: what was done, and the decoded artifact's size and accuracy."""
+
+    index: int
+    description: str
+    artifact_bits: int
+    val_acc: float  # of the network decoded from `artifact`, on the validation split
+    artifact: bytes
+    layer_bits: list  # width per conv/linear layer (0: float)
+    removed: dict = field(default_factory=dict)  # {layer index: channels removed at this step}
+    sparsity: float = 0.0  # cumulative unstructured sparsity after this step
+    n_params: int = 0
+    n_nonzero: int = 0
+    time_s: float = 0.0  # fine-tuning + export + evaluation time of this step
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "artifact"}
+
+
+@dataclass
+class PathResult:
+    steps: list[PathStep]
+    target: float | None
+    history: list = field(default_factory=list)  # EpochStats of every training phase
+    train_time_s: float = 0.0
+
+    @property
+    def chosen(self) -> PathStep | None:
+        """The smallest step reaching the target on validation (None: none does, or no target)."""
+        if self.target is None:
+            return None
+        ok = [s for s in self.steps if s.val_acc >= self.target]
+        return min(ok, key=lambda s: (s.artifact_bits, s.index)) if ok else None
+
+
+def parse_steps(text: str) -> list[dict]:
+    """'sparsity=0.3;prune=0.2,bits=2' -> [{'sparsity': 0.3}, {'prune': 0.2, 'bits': 2}]."""
+    steps = []
+    for part in (p.strip() for p in text.split(";")):
+        if not part:
+            continue
+        step: dict = {}
+        for item in part.split(","):
+            key, eq, val = (x.strip() for x in item.partition("="))
+            try:
+                if not eq:
+                    raise ValueError
+                if key == "bits":
+                    step[key] = tuple(int(b) for b in val.split(":"))
+                    if any(not 1 <= b <= 8 for b in step[key]):
+                        raise ValueError
+                elif key in ("prune", "sparsity"):
+                    step[key] = float(val)
+                    if not 0.0 <= step[key] < 1.0:
+                        raise ValueError
+                else:
+                    raise ValueError
+            except ValueError:
+                raise MincapError(f"--path: bad step item {item!r} (expected prune=R, sparsity=S with R, S in "
+                                  "[0, 1), or bits=B / bits=B1:B2:... with B in 1..8)") from None
+        steps.append(step)
+    if not steps:
+        raise MincapError("--path: no steps")
+    return steps
+
+
+def _describe(step: dict) -> str:
+    return ", ".join(f"{k}={':'.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in step.items())
+
+
+def compression_path(spec: Spec, splits: Splits, train_cfg: TrainConfig, comp: CompressConfig, *,
+                     steps: list[dict] | str, target: float | None = None, on_epoch=None, device=None,
+                     teacher=None, pretrained=None) -> PathResult:
+    """Train once, then shrink step by step; every step exported, decoded and evaluated on validation."""
+    if isinstance(steps, str):
+        steps = parse_steps(steps)
+    device = device or "cpu"
+    t0 = time.perf_counter()
+    model, history, first_time = train_quantized(spec, splits, train_cfg, comp, on_epoch=on_epoch, device=device,
+                                                 pretrained=pretrained, teacher=teacher)
+    pruned = configured_shrink(model, splits, train_cfg, comp, history=history, on_epoch=on_epoch, teacher=teacher)
+    removed0: dict = {}
+    for r in pruned:
+        for i, n in r.items():
+            removed0[i] = removed0.get(i, 0) + n
+    sparsity = comp.sparsity
+
+    def record(index: int, desc: str, removed: dict, t_step: float) -> PathStep:
+        data = export(model, spec)
+        dec = decode(data)
+        acc, _ = evaluate(dec.model.to(device), splits.val, batch_size=train_cfg.eval_batch_size)
+        widths = [0 if (fq := _quantizer(m)) is None else fq.bits for m in quant_layers(model)]
+        return PathStep(index, desc, dec.size["artifact_bits"], acc, data, widths, removed, sparsity,
+                        dec.size["n_params"], dec.size["n_nonzero"], round(time.perf_counter() - t_step, 3))
+
+    out = [record(0, "trained" + (" + configured pruning/sparsity" if comp.prune_ratio or comp.sparsity else ""),
+                  removed0, time.perf_counter())]
+    n_layers = len(quant_layers(model))
+    for k, step in enumerate(steps, start=1):
+        ts = time.perf_counter()
+        bits = None
+        if "bits" in step:
+            b = step["bits"]
+            if len(b) == 1:
+                bits = {i: min(b[0], fq.q.bits) for i, m in enumerate(quant_layers(model))
+                        if (fq := _quantizer(m)) is not None}
+            elif len(b) == n_layers:
+                bits = dict(enumerate(b))
+            else:
+                raise MincapError(f"--path: bits={':'.join(map(str, b))} has {len(b)} widths for {n_layers} layers")
+        sparsity = max(sparsity, step.get("sparsity", 0.0))
+        removed = shrink(model, splits, train_cfg, comp, prune=step.get("prune", 0.0), sparsity=sparsity, bits=bits,
+                         seed=train_cfg.seed + 2000 + k, history=history, on_epoch=on_epoch, teacher=teacher)
+        out.append(record(k, _describe(step), removed, ts))
+    elapsed = time.perf_counter() - t0 + (first_time if pretrained is not None else 0.0)
+    return PathResult(out, target, history, elapsed)
