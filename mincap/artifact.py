@@ -7,7 +7,8 @@ to rebuild exactly the evaluated network, and nothing else is read.
 Layout (all integers little-endian; "varint" = LEB128, 7 bits a byte)::
 
     magic  b"MC"                     2 bytes
-    version                          1 byte  (this decoder reads version 1)
+    version                          1 byte  (this decoder reads versions 1 and 2; 2 only when a
+                                     conv block is depthwise-separable, so older files are unchanged)
     spec                             binary, see `_spec_bytes` (~10 bytes)
     per conv/linear layer, in model order:
         layer byte: bits (low 4 bits; 0 = float32) | per_channel << 4 | symmetric << 5 | method << 6
@@ -59,25 +60,28 @@ import torch
 import torch.nn as nn
 
 from mincap.codecs import (
+    SEPARABLE,
     CompactSide,
     LayerCodes,
     Reader,
     categorical,
     code_options,
+    layer_shapes,
     nibble_table,
+    read_spec,
     read_symbols,
+    spec_bytes,
     table_probs,
     unpack_bits,
-    varint,
 )
 from mincap.errors import MincapError
-from mincap.models import ACTIVATIONS, Conv, Spec, build
+from mincap.models import Spec, build
 from mincap.quant import code_range, quant_layers
 
-__all__ = ["MAGIC", "VERSION", "CompactSide", "Decoded", "LayerCodes", "decode", "encode", "read", "write"]
+__all__ = ["MAGIC", "SEPARABLE", "VERSION", "CompactSide", "Decoded", "LayerCodes", "decode", "encode", "layer_shapes", "read", "write"]
 
 MAGIC = b"MC"
-VERSION = 1
+VERSION = 2  # the newest this decoder reads; files without separable convs are still written as 1
 METHODS = ("raw", "zstd", "lzma", "ans")
 
 
@@ -90,77 +94,6 @@ class Decoded:
 
 
 # ---------------------------------------------------------------------------- spec
-
-
-def _spec_bytes(spec: Spec) -> bytes:
-    if spec.batch_norm:
-        raise ValueError("artifact: fold batch norm before encoding")
-    default_shape = tuple(spec.in_shape) == (1, 28, 28) and spec.n_classes == 10
-    flags = (
-        (spec.family == "mlp")
-        | (spec.head == "gap") << 1
-        | ACTIVATIONS.index(spec.activation) << 2
-        | default_shape << 5
-    )
-    out = bytearray([flags])
-    out += varint(len(spec.convs))
-    for c in spec.convs:
-        if max(c.kernel, c.pad, c.stride, c.pool) > 15:
-            raise ValueError("artifact: conv kernel/pad/stride/pool must be < 16")
-        out += varint(c.channels) + bytes([c.kernel << 4 | c.pad, c.stride << 4 | c.pool])
-    out += varint(len(spec.hidden))
-    for h in spec.hidden:
-        out += varint(h)
-    if not default_shape:
-        for v in (*spec.in_shape, spec.n_classes):
-            out += varint(v)
-    return bytes(out)
-
-
-def _read_spec(r: Reader) -> Spec:
-    flags = r.byte()
-    act = (flags >> 2) & 7
-    if act >= len(ACTIVATIONS) or flags >> 6:
-        raise MincapError("artifact: corrupt spec")
-    convs = []
-    for _ in range(r.varint()):
-        ch = r.varint()
-        kp, sp = r.byte(), r.byte()
-        convs.append(Conv(ch, kp >> 4, sp >> 4, sp & 15, kp & 15))
-    hidden = tuple(r.varint() for _ in range(r.varint()))
-    if flags >> 5 & 1:
-        in_shape, n_classes = (1, 28, 28), 10
-    else:
-        c, h, w, n_classes = (r.varint() for _ in range(4))
-        in_shape = (c, h, w)
-    return Spec(
-        family="mlp" if flags & 1 else "cnn",
-        convs=tuple(convs),
-        hidden=hidden,
-        activation=ACTIVATIONS[act],
-        batch_norm=False,
-        head="gap" if flags >> 1 & 1 else "flatten",
-        in_shape=in_shape,
-        n_classes=n_classes,
-    )
-
-
-def layer_shapes(spec: Spec) -> list[tuple[tuple[int, ...], int]]:
-    """(weight shape, out channels) of each conv/linear layer of `spec`, in order."""
-    shapes = []
-    c = spec.in_shape[0]
-    for cv in spec.convs:
-        shapes.append(((cv.channels, c, cv.kernel, cv.kernel), cv.channels))
-        c = cv.channels
-    if spec.head == "gap":
-        width = spec.feature_shape()[0]
-    else:
-        fc, fh, fw = spec.feature_shape()
-        width = fc * fh * fw
-    for h in (*spec.hidden, spec.n_classes):
-        shapes.append(((h, width), h))
-        width = h
-    return shapes
 
 
 # ---------------------------------------------------------------------------- encode
@@ -190,7 +123,8 @@ def encode(spec: Spec, layers: list[LayerCodes]) -> bytes:
     shapes = layer_shapes(spec)
     if len(shapes) != len(layers):
         raise ValueError(f"artifact: {len(layers)} layers for a spec with {len(shapes)}")
-    out = bytearray(MAGIC) + bytes([VERSION]) + _spec_bytes(spec)
+    version = 2 if any(c.separable for c in spec.convs) else 1
+    out = bytearray(MAGIC) + bytes([version]) + spec_bytes(spec)
     ans_jobs = []
     for (shape, n_out), layer in zip(shapes, layers):
         if layer.bits == 0:
@@ -249,7 +183,7 @@ def decode(data: bytes) -> Decoded:
         raise MincapError("artifact: not a .mincap file (wrong magic)")
     if data[2] > VERSION:
         raise MincapError(f"artifact: format version {data[2]} is newer than this mincap reads ({VERSION})")
-    if data[2] != VERSION:
+    if data[2] < 1:
         raise MincapError(f"artifact: unknown format version {data[2]}")
     if len(data) < 7:
         raise MincapError("artifact: truncated file")
@@ -266,7 +200,7 @@ def decode(data: bytes) -> Decoded:
 def _decode_body(data: bytes) -> Decoded:
     end = len(data) - 4
     r = Reader(data, 3, end)
-    spec = _read_spec(r)
+    spec = read_spec(r, data[2])
     spec_bits = 8 * (r.pos - 3)
     shapes = layer_shapes(spec)
     layers: list[LayerCodes] = []

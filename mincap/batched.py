@@ -129,6 +129,9 @@ def train_many(
     builds it). The returned module then holds the latent float weights, without
     parametrizations; attach the fake quantizers again to continue.
     """
+    if any(c.separable for s in specs for c in s.convs):
+        # The grouped program stacks plain convolutions only (groups=N over members).
+        raise MincapError("train_many: depthwise-separable conv blocks train one trial at a time (--batch-trials 1)")
     if len(specs) != len(cfgs):
         raise MincapError(f"train_many: {len(specs)} specs but {len(cfgs)} configs")
     if quant is not None and len(quant) != len(specs):

@@ -105,6 +105,10 @@ def prune_counts(widths: list[int], ratio: float, min_channels: int = 1) -> list
     return [max(0, min(math.floor(n * ratio + 1e-9), n - min_channels)) for n in widths]
 
 
+def _depthwise(m: nn.Module) -> bool:
+    return isinstance(m, nn.Conv2d) and m.groups > 1
+
+
 def prune_structured(model: nn.Module, ratio: float, criterion: str = "l1", *, splits: Splits | None = None,
                      seed: int = 0, global_rank: bool = False, min_channels: int = 1) -> dict[int, int]:
     """Remove channels/neurons in place through torch-pruning's dependency graph.
@@ -122,7 +126,8 @@ def prune_structured(model: nn.Module, ratio: float, criterion: str = "l1", *, s
     device = next(model.parameters()).device
     example = torch.zeros((2, *model.spec.in_shape), device=device)
     layers = quant_layers(model)
-    hidden = list(enumerate(layers[:-1]))
+    # A depthwise conv's channels are its input's: pruning the layer before it prunes it too.
+    hidden = [(i, m) for i, m in enumerate(layers[:-1]) if not _depthwise(m)]
     widths = [m.weight.shape[0] for _, m in hidden]
     torch.manual_seed(seed)
     if criterion == "taylor":
@@ -170,13 +175,14 @@ def prune_structured(model: nn.Module, ratio: float, criterion: str = "l1", *, s
 
 def pruned_spec(model: nn.Module, spec: Spec) -> Spec:
     """`spec` with the channel and hidden widths `model` has now."""
-    convs = [m for m in model.features if isinstance(m, nn.Conv2d)]
+    convs = iter(m for m in model.features if isinstance(m, nn.Conv2d))
+    blocks = []
+    for c in spec.convs:
+        if c.separable:
+            next(convs)  # the depthwise conv: its channels are the block's input channels
+        blocks.append(replace(c, channels=next(convs).out_channels))
     linears = [m for m in model.classifier if isinstance(m, nn.Linear)]
-    return replace(
-        spec,
-        convs=tuple(replace(c, channels=m.out_channels) for c, m in zip(spec.convs, convs)),
-        hidden=tuple(m.out_features for m in linears[:-1]),
-    )
+    return replace(spec, convs=tuple(blocks), hidden=tuple(m.out_features for m in linears[:-1]))
 
 
 def export(model: nn.Module, spec: Spec) -> bytes:
@@ -248,6 +254,8 @@ def train_compressed(spec: Spec, splits: Splits, train_cfg: TrainConfig, comp: C
     `teacher` (a module, see `mincap.distill`) adds soft targets to every training phase
     when `train_cfg.distill_weight > 0`.
     """
+    if comp.path:  # the steps need a target to choose among: mincap.search.path_trial / mincap.path
+        raise MincapError("train_compressed: a compression path (comp.path) runs through mincap.path.compression_path")
     device = device or "cpu"
     t0 = time.perf_counter()
     model, history, first_time = train_quantized(spec, splits, train_cfg, comp, on_epoch=on_epoch, device=device,

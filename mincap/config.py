@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 
 from mincap.errors import MincapError
 
-__all__ = ["CRITERIA", "DEFAULT_N_VAL", "DEFAULT_SPLIT_SEED", "QUANTIZERS", "CompressConfig", "TrainConfig"]
+__all__ = ["CRITERIA", "DEFAULT_N_VAL", "DEFAULT_SPLIT_SEED", "QUANTIZERS", "CompressConfig", "TrainConfig", "parse_steps"]
 
 DEFAULT_N_VAL = 5000  # validation images held out of the official training set
 DEFAULT_SPLIT_SEED = 0
@@ -54,6 +54,9 @@ class CompressConfig:
     anneal_epochs: int = 0  # first QAT epochs at widths stepping down from 8 bits to the target
     prune_global: bool = False  # rank channels across layers (torch-pruning's global pruning) instead of per layer
     prune_min_channels: int = 1  # every pruned layer keeps at least this many channels/neurons
+    # Shrinking steps after training (`mincap.path`, grammar in `parse_steps`); a search trial
+    # runs them with the study's target (`mincap.search.path_trial`). "" = none.
+    path: str = ""
 
     def __post_init__(self) -> None:
         if self.quantizer not in QUANTIZERS:
@@ -74,6 +77,8 @@ class CompressConfig:
             raise MincapError("sparsity must be in [0, 1)")
         if self.prune_steps < 1 or self.prune_finetune_epochs < 0 or self.qat_epochs < 0:
             raise MincapError("prune steps must be >= 1, epochs >= 0")
+        if self.path:
+            parse_steps(self.path)
         if self.prune_criterion not in CRITERIA:
             raise MincapError(f"prune criterion must be one of {', '.join(CRITERIA)}")
 
@@ -86,3 +91,34 @@ class CompressConfig:
                 )
             return [b or None for b in self.bits_per_layer]
         return [self.bits] * n_layers
+
+
+def parse_steps(text: str) -> list[dict]:
+    """'sparsity=0.3;prune=0.2,bits=2' -> [{'sparsity': 0.3}, {'prune': 0.2, 'bits': 2}]."""
+    steps = []
+    for part in (p.strip() for p in text.split(";")):
+        if not part:
+            continue
+        step: dict = {}
+        for item in part.split(","):
+            key, eq, val = (x.strip() for x in item.partition("="))
+            try:
+                if not eq:
+                    raise ValueError
+                if key == "bits":
+                    step[key] = tuple(int(b) for b in val.split(":"))
+                    if any(not 1 <= b <= 8 for b in step[key]):
+                        raise ValueError
+                elif key in ("prune", "sparsity"):
+                    step[key] = float(val)
+                    if not 0.0 <= step[key] < 1.0:
+                        raise ValueError
+                else:
+                    raise ValueError
+            except ValueError:
+                raise MincapError(f"--path: bad step item {item!r} (expected prune=R, sparsity=S with R, S in "
+                                  "[0, 1), or bits=B / bits=B1:B2:... with B in 1..8)") from None
+        steps.append(step)
+    if not steps:
+        raise MincapError("--path: no steps")
+    return steps

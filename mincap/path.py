@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from mincap.artifact import decode
 from mincap.compress import configured_shrink, export, shrink, train_quantized
-from mincap.config import CompressConfig, TrainConfig
+from mincap.config import CompressConfig, TrainConfig, parse_steps
 from mincap.data import Splits
 from mincap.errors import MincapError
 from mincap.models import Spec
@@ -72,45 +72,19 @@ class PathResult:
         return min(ok, key=lambda s: (s.artifact_bits, s.index)) if ok else None
 
 
-def parse_steps(text: str) -> list[dict]:
-    """'sparsity=0.3;prune=0.2,bits=2' -> [{'sparsity': 0.3}, {'prune': 0.2, 'bits': 2}]."""
-    steps = []
-    for part in (p.strip() for p in text.split(";")):
-        if not part:
-            continue
-        step: dict = {}
-        for item in part.split(","):
-            key, eq, val = (x.strip() for x in item.partition("="))
-            try:
-                if not eq:
-                    raise ValueError
-                if key == "bits":
-                    step[key] = tuple(int(b) for b in val.split(":"))
-                    if any(not 1 <= b <= 8 for b in step[key]):
-                        raise ValueError
-                elif key in ("prune", "sparsity"):
-                    step[key] = float(val)
-                    if not 0.0 <= step[key] < 1.0:
-                        raise ValueError
-                else:
-                    raise ValueError
-            except ValueError:
-                raise MincapError(f"--path: bad step item {item!r} (expected prune=R, sparsity=S with R, S in "
-                                  "[0, 1), or bits=B / bits=B1:B2:... with B in 1..8)") from None
-        steps.append(step)
-    if not steps:
-        raise MincapError("--path: no steps")
-    return steps
-
-
 def _describe(step: dict) -> str:
     return ", ".join(f"{k}={':'.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in step.items())
 
 
 def compression_path(spec: Spec, splits: Splits, train_cfg: TrainConfig, comp: CompressConfig, *,
                      steps: list[dict] | str, target: float | None = None, on_epoch=None, device=None,
-                     teacher=None, pretrained=None) -> PathResult:
-    """Train once, then shrink step by step; every step exported, decoded and evaluated on validation."""
+                     teacher=None, pretrained=None, stop_below: float | None = None) -> PathResult:
+    """Train once, then shrink step by step; every step exported, decoded and evaluated on validation.
+
+    `stop_below`: end the path after the first step (the trained network included) whose
+    validation accuracy is below it (the steps are cumulative, so later ones only shrink
+    further; a search saves their time).
+    """
     if isinstance(steps, str):
         steps = parse_steps(steps)
     device = device or "cpu"
@@ -136,6 +110,8 @@ def compression_path(spec: Spec, splits: Splits, train_cfg: TrainConfig, comp: C
                   removed0, time.perf_counter())]
     n_layers = len(quant_layers(model))
     for k, step in enumerate(steps, start=1):
+        if stop_below is not None and out[-1].val_acc < stop_below:
+            break
         ts = time.perf_counter()
         bits = None
         if "bits" in step:

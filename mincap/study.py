@@ -30,6 +30,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import tomllib
 
+from mincap.config import QUANTIZERS, parse_steps
 from mincap.errors import MincapError
 from mincap.models import ACTIVATIONS, PRESETS
 
@@ -91,6 +92,7 @@ class Space:
     channels: tuple[int, int] = (2, 32)  # log-uniform per block
     channels0: tuple[int, int] = (0, 0)  # the first block's own range (it may be wider); (0, 0): `channels`
     kernels: tuple[int, ...] = (3, 5)
+    separable: tuple[bool, ...] = (False,)  # per block after the first: depthwise-separable or not
     pools: tuple[int, int] = (1, 2)  # how many of the first blocks end in a 2x2 max pool
     heads: tuple[str, ...] = ("gap", "flatten")
     hidden_depth: tuple[int, int] = (0, 1)
@@ -101,6 +103,8 @@ class Space:
     activations: tuple[str, ...] = ("relu",)
     bits: tuple[int, int] = (2, 8)  # per conv/linear layer
     per_layer_bits: bool = True
+    quantizers: tuple[str, ...] = ("max",)  # max, mse, lsq (mincap.quant)
+    anneal_epochs: tuple[int, int] = (0, 0)  # first QAT epochs stepping the widths down from 8 bits
     prune_ratio: tuple[float, float] = (0.0, 0.5)
     prune_ratios: tuple[float, ...] = ()  # a set of choices (e.g. [0, 0.1, 0.2]); replaces the range when given
     prune_steps: tuple[int, int] = (1, 2)
@@ -112,6 +116,10 @@ class Space:
     batch_size: tuple[int, ...] = (128, 256, 512)
     augment: tuple[int, int] = (0, 2)
     weight_decay: tuple[float, float] = (1e-5, 1e-3)  # log-uniform
+    # Compression paths (`mincap.path` steps after training; the trial's result is the smallest
+    # step reaching the target); "" = none. The first one is the seed presets'.
+    paths: tuple[str, ...] = ("",)
+    path_stop_margin: float = 0.01  # a path ends after a step this far below the target
 
 
 @dataclass(frozen=True)
@@ -241,6 +249,14 @@ def _validate(cfg: StudyConfig) -> None:
     need(1 <= sp.bits[0] and sp.bits[1] <= 8, "space.bits: widths must be within 1..8")
     need(0.0 <= sp.prune_ratio[0] and sp.prune_ratio[1] < 1.0, "space.prune_ratio: must be within [0, 1)")
     need(all(0.0 <= r < 1.0 for r in sp.prune_ratios), "space.prune_ratios: each must be within [0, 1)")
+    need(set(sp.quantizers) <= set(QUANTIZERS) and sp.quantizers != (), f"space.quantizers: choose from {QUANTIZERS}")
+    need(sp.anneal_epochs[0] >= 0, "space.anneal_epochs: must be >= 0")
+    need(sp.path_stop_margin >= 0, "space.path_stop_margin: must be >= 0")
+    for text in sp.paths:
+        try:
+            parse_steps(text) if text else None
+        except MincapError as err:
+            need(False, f"space.paths: {text!r}: {err}")
     need(sp.channels0 == (0, 0) or sp.channels0[0] >= 1, "space.channels0: widths must be >= 1 ([0, 0]: as channels)")
     need(sp.conv_depth[0] >= 1 or "cnn" not in sp.families, "space.conv_depth: a cnn needs >= 1 conv")
     need(sp.channels[0] >= 1 and sp.hidden_width[0] >= 1 and sp.mlp_width[0] >= 1, "space: widths must be >= 1")

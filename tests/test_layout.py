@@ -11,7 +11,7 @@ PKG = Path(__file__).resolve().parent.parent / "mincap"
 MAX_LINES = 400
 # Function-local imports that stay lazy on purpose: the CLI (so `mincap --help` is instant) and
 # scikit-learn, which only the `digits` rung needs and which costs ~1 s to import.
-LAZY_OK = {"mincap/cli/study.py": None, "mincap/cli/train.py": None, "mincap/data/variants.py": {"sklearn.datasets"}}
+LAZY_OK = {"mincap/cli/study.py": None, "mincap/cli/train.py": None, "mincap/cli/info.py": None, "mincap/data/variants.py": {"sklearn.datasets"}}
 
 
 def _modules() -> dict[str, Path]:

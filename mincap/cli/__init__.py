@@ -5,7 +5,8 @@ source of truth shared with the Python API.
 
 - `args`: options shared by several commands;
 - `train`: `mincap train`, `mincap verify`, `mincap entropy` (one network, one dataset);
-- `study`: `mincap search`, `summary`, `export`, `plot` (studies and the ladder).
+- `study`: `mincap search`, `summary`, `export`, `plot` (studies and the ladder);
+- `info`: `mincap info` (mutual information inside a network, issue 18).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mincap.cli import study, train
+from mincap.cli import info, study, train
 from mincap.errors import MincapError, Terminated
 
 __all__ = ["build_parser", "main"]
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_verify(sub)
     train.add_entropy(sub)
     study.add_plot(sub)
+    info.add_info(sub)
     return parser
 
 

@@ -22,10 +22,17 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a duration like 90s, 30m or 2h, got {text!r}") from None
 
 
+DEFAULT_STUDY_FILE = "studies/mnist-99.toml"
+
+
 def _add_study_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("study_file", nargs="?", default="studies/mnist-99.toml",
-                   help="TOML study file (default: studies/mnist-99.toml)")
-    p.add_argument("--storage", default=None, help="any Optuna storage URL (default: from the study file)")
+    p.add_argument("study_file", nargs="?", default=None, help=f"TOML study file (default: {DEFAULT_STUDY_FILE})")
+    p.add_argument("--storage", default=None,
+                   help="a SQLAlchemy URL (postgresql+psycopg://user@host/db, sqlite:///file.db) or a journal "
+                        "file (.log/.journal) (default: from the study file)")
+    p.add_argument("--study", default=None, metavar="NAME",
+                   help="study name (default: from the study file); with --storage and no study file, the "
+                        "study's settings are read from the storage (a machine without the study file)")
     add_data_dir(p)
 
 
@@ -47,9 +54,8 @@ def add_search(sub) -> None:
 
 def _cmd_search(args) -> int:
     from mincap.search.run import SearchOptions, run_search
-    from mincap.study import load_study_file
 
-    cfg = load_study_file(args.study_file)
+    cfg = _study_cfg(args)
     opts = SearchOptions(trials=args.trials, timeout_s=args.timeout, storage_url=args.storage,
                          workers=args.workers, device=args.device, batch_trials=args.batch_trials,
                          data_dir=args.data_dir,
@@ -63,14 +69,13 @@ def _cmd_search(args) -> int:
               f"--timeout deadline (recorded PRUNED)", file=sys.stderr)
     print(f"mincap search: {res['trials_total'] - res['trials_before']} trial(s) run in "
           f"{res['elapsed_s']:.0f} s; the study now has {res['trials_total']}. "
-          f"See: mincap summary {args.study_file}", file=sys.stderr)
+          f"See: mincap summary {_study_ref(args)}", file=sys.stderr)
     return 0
 
 
 def add_summary(sub) -> None:
     p = sub.add_parser("summary", help="trials, Pareto front and the chosen network of a study")
     _add_study_args(p)
-    p.add_argument("--study", default=None, help="study name (default: from the study file)")
     p.add_argument("--no-test", action="store_true", help="do not evaluate the chosen network on the test set")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
     p.add_argument("--replicates", type=int, default=0, metavar="K",
@@ -80,27 +85,41 @@ def add_summary(sub) -> None:
 
 
 def _study_cfg(args):
+    """The study's settings: from the study file, or, given only `--storage` and `--study`,
+    from the study itself (it keeps them: `mincap.search.storage.stored_config`)."""
     from dataclasses import replace
 
+    from mincap.search.storage import stored_config
     from mincap.study import load_study_file
 
-    cfg = load_study_file(args.study_file)
-    if getattr(args, "study", None):
+    if args.study_file is None and args.storage and args.study:
+        return stored_config(args.storage, args.study)
+    cfg = load_study_file(args.study_file or DEFAULT_STUDY_FILE)
+    if args.study:
         cfg = replace(cfg, study=replace(cfg.study, name=args.study))
     return cfg
 
 
+def _study_ref(args) -> str:
+    """How the user named the study, to repeat in a hint."""
+    if args.study_file is None and args.storage and args.study:
+        return f"--storage {args.storage} --study {args.study}"
+    return args.study_file or DEFAULT_STUDY_FILE
+
+
 def _cmd_summary(args) -> int:
+    from functools import partial
+
     from mincap.report import console
     from mincap.results.summary import summarize, summary_tables
-    from mincap.search.storage import open_study
+    from mincap.search.storage import artifact_bytes, open_study
 
     if args.replicates < 0:
         raise MincapError("--replicates must be >= 0")
     cfg = _study_cfg(args)
     study = open_study(cfg, url=args.storage, create=False)
-    s = summarize(study, target=cfg.study.target, dataset=cfg.study.dataset, artifacts_dir=cfg.artifacts_dir,
-                  data_dir=args.data_dir, evaluate_test=not args.no_test, replicates=args.replicates,
+    s = summarize(study, target=cfg.study.target, dataset=cfg.study.dataset,
+                  read_artifact=partial(artifact_bytes, cfg, url=args.storage), data_dir=args.data_dir, evaluate_test=not args.no_test, replicates=args.replicates,
                   study_cfg=cfg)
     if args.json:
         print(json.dumps(s))
@@ -124,7 +143,7 @@ def _cmd_export(args) -> int:
 
     cfg = _study_cfg(args)
     trial = pick_trial(open_study(cfg, url=args.storage, create=False), cfg.study.target, args.trial)
-    write(args.output, artifact_bytes(cfg, trial))
+    write(args.output, artifact_bytes(cfg, trial, url=args.storage))
     print(f"wrote {args.output}: trial {trial.number}, {trial.user_attrs['artifact_bits']:,} bits", file=sys.stderr)
     return 0
 

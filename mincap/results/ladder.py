@@ -17,6 +17,7 @@ draws them, `mincap.results.markdown` writes `report_rows` as a table.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -38,7 +39,7 @@ from mincap.results.stored import (
     write_summary,
 )
 from mincap.results.summary import chosen_trial, summarize
-from mincap.search.storage import open_study
+from mincap.search.storage import artifact_bytes, open_study
 from mincap.study import load_study_file
 
 __all__ = [
@@ -116,8 +117,9 @@ def _summarize_file(p: Path, *, data_dir, evaluate_test: bool) -> dict[str, Any]
     old_c = (old or {}).get("chosen") or {}
     known = (best is not None and old_c.get("test_acc") is not None
              and (old_c.get("trial"), old_c.get("artifact_bits")) == (best.number, best.user_attrs["artifact_bits"]))
-    s = summarize(study, target=cfg.study.target, dataset=cfg.study.dataset, artifacts_dir=cfg.artifacts_dir,
-                  data_dir=data_dir, evaluate_test=evaluate_test and not known)
+    s = summarize(study, target=cfg.study.target, dataset=cfg.study.dataset,
+                  read_artifact=functools.partial(artifact_bytes, cfg), data_dir=data_dir,
+                  evaluate_test=evaluate_test and not known)
     s["config"] = config_of(cfg, str(p))
     s["machine"] = machine_description()
     return merge(old, s, path=out) if old is not None else s

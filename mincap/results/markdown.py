@@ -8,11 +8,13 @@ what the summaries say and the prose survives.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
 
 from mincap.entropy import ESTIMATORS
+from mincap.info.ladder_table import read_rows, section_markdown
 from mincap.report import fmt_acc, fmt_duration, fmt_target
 from mincap.results.ladder import (
     LEARNER,
@@ -69,6 +71,20 @@ def _comparison(rungs: list[dict[str, Any]], estimator: str) -> list[str]:
     return lines
 
 
+def _info_section(base: Path) -> list[str]:
+    """The information columns of the chosen networks (issue 18), when `mincap info --ladder` has
+    stored them in info/ladder.json beside the report; nothing otherwise."""
+    path = base / "info" / "ladder.json"
+    rows = read_rows(path)
+    if rows is None:
+        return []
+    stored = json.loads(path.read_text())
+    return ["## Information inside the chosen networks", "",
+            "Mutual information per layer of each chosen network (see [info/README.md](info/README.md) "
+            "for the estimators and their limits).", "",
+            section_markdown(rows, bins=stored["bins"], noise_var=stored["noise_var"], command=stored["command"]), ""]
+
+
 def report_markdown(rungs: list[dict[str, Any]], *, figure: str | Path, pareto: str | Path | None = None,
                     report_path: str | Path | None = None, estimator: str = "prequential",
                     machine: str | None = None, command: str = "mincap plot", conclusions: str | None = None) -> str:
@@ -118,6 +134,7 @@ def report_markdown(rungs: list[dict[str, Any]], *, figure: str | Path, pareto: 
         "",
         *rungs_table(rows),
         "",
+        *_info_section(base),
         f"## Comparison (generated; X of the plot: `{estimator}`)",
         "",
         *_comparison(rungs, estimator),

@@ -16,15 +16,13 @@ dict `mincap summary --json` prints); `summary_tables` renders it for the termin
 from __future__ import annotations
 
 import json
-import tempfile
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-from optuna.artifacts import FileSystemArtifactStore, download_artifact
 from rich.console import Group
 from rich.table import Table
 
-from mincap.artifact import decode, read
+from mincap.artifact import decode
 from mincap.entropy import cache as entropy_cache
 from mincap.errors import MincapError
 from mincap.report import fmt_acc, fmt_bits
@@ -70,16 +68,14 @@ def _row(t) -> dict[str, Any]:
     }
 
 
-def test_accuracy_once(study, trial, dataset: str, artifacts_dir, *, data_dir=None) -> float:
-    """Decode the chosen trial's stored artifact and evaluate it on the test set, once per study."""
+def test_accuracy_once(study, trial, dataset: str, read_artifact: Callable[[Any], bytes], *,
+                       data_dir=None) -> float:
+    """Decode the chosen trial's stored artifact (`read_artifact(trial)`, e.g. a partial of
+    `mincap.search.storage.artifact_bytes`) and evaluate it on the test set, once per study."""
     key = f"test_acc/{trial.number}"
     if key in study.user_attrs:
         return study.user_attrs[key]
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "chosen.mincap"
-        download_artifact(artifact_store=FileSystemArtifactStore(str(artifacts_dir)), file_path=str(path),
-                          artifact_id=trial.user_attrs["artifact_id"])
-        dec = decode(read(path))
+    dec = decode(read_artifact(trial))
     acc, _ = final_test_accuracy(dec.model, dataset, root=data_dir)
     study.set_user_attr(key, acc)
     return acc
@@ -111,9 +107,10 @@ def _pruned_reason(t) -> str:
     return ""
 
 
-def summarize(study, *, target: float, dataset: str, artifacts_dir=None, data_dir=None,
+def summarize(study, *, target: float, dataset: str, read_artifact=None, data_dir=None,
               evaluate_test: bool = True, replicates: int = 0, study_cfg=None) -> dict[str, Any]:
-    """The summary as plain data (the same dict `--json` prints).
+    """The summary as plain data (the same dict `--json` prints). `read_artifact(trial)`: the
+    trial's `.mincap` bytes, needed to evaluate the chosen network on test.
 
     `replicates=K` (needs `study_cfg`, the `StudyConfig`): retrain the chosen configuration with
     K more seeds; without it, replicates stored by an earlier request are shown."""
@@ -133,8 +130,8 @@ def summarize(study, *, target: float, dataset: str, artifacts_dir=None, data_di
     chosen = None
     if best is not None:
         chosen = _row(best)
-        if evaluate_test and artifacts_dir is not None:
-            chosen["test_acc"] = test_accuracy_once(study, best, dataset, artifacts_dir, data_dir=data_dir)
+        if evaluate_test and read_artifact is not None:
+            chosen["test_acc"] = test_accuracy_once(study, best, dataset, read_artifact, data_dir=data_dir)
         else:
             chosen["test_acc"] = study.user_attrs.get(f"test_acc/{best.number}")
         if replicates and study_cfg is not None:

@@ -9,7 +9,7 @@ above 1 (the default on CUDA, `--batch-trials N` anywhere). Per group:
 2. `Objective.begin` records each trial's spec and early-stop rule;
 3. `mincap.batched.train_many` trains the float + QAT phase of all of them at once
    (each member stops on its own: epochs, early-stop rule or a non-finite loss);
-4. per trial, `train_compressed(pretrained=...)` prunes, fine-tunes, exports, decodes
+4. per trial, `Objective.train(pretrained=...)` prunes, fine-tunes, runs its compression path, exports, decodes
    and evaluates, and `Objective.finish` records it -- exactly the single-trial path's
    steps from there on -- and the trial is told COMPLETE, PRUNED or FAIL.
 
@@ -36,7 +36,7 @@ import optuna
 from optuna.trial import TrialState
 
 from mincap.batched import train_many
-from mincap.compress import qat_plan, train_compressed
+from mincap.compress import qat_plan
 from mincap.search.objective import Objective, record_failure, record_interrupt
 from mincap.search.space import sample_trial
 from mincap.study import StudyConfig
@@ -149,8 +149,7 @@ def optimize_batched(study, objective: Objective, *, n_trials: int | None, timeo
                             raise out.error
                         res = None
                         if not run.stopped:
-                            res = train_compressed(spec, splits, cfg, comp, on_epoch=run.on_epoch, device=device,
-                                                   pretrained=out)
+                            res = objective.train(run, spec, cfg, comp, on_epoch=run.on_epoch, pretrained=out)
                         beat.tell(study, trial, objective.finish(run, res, comp))
                     except optuna.TrialPruned:
                         beat.tell(study, trial, state=TrialState.PRUNED)

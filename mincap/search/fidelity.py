@@ -104,11 +104,13 @@ def screen_peers(trials, key: str, *, exclude: int) -> list[tuple[float, float]]
 
 def screen_configs(train_cfg: TrainConfig, comp: CompressConfig, fi: Fidelity) -> tuple[TrainConfig, CompressConfig]:
     """The screening run's recipe: `fi.epochs` epochs, the last ones quantized in the trial's proportion
-    (at least one, so a bit width that collapses shows), no pruning or sparsity."""
+    (at least one, so a bit width that collapses shows), no pruning, sparsity or compression path
+    (the screen scores the trained network, the path's step 0)."""
     frac = comp.qat_epochs / max(1, train_cfg.epochs)
     qat = min(fi.epochs, max(1, round(frac * fi.epochs)))
     return (replace(train_cfg, epochs=fi.epochs),
-            replace(comp, qat_epochs=qat, prune_ratio=0.0, prune_steps=1, prune_finetune_epochs=0, sparsity=0.0))
+            replace(comp, qat_epochs=qat, prune_ratio=0.0, prune_steps=1, prune_finetune_epochs=0, sparsity=0.0,
+                    path=""))
 
 
 def screen_splits(splits: Splits, fi: Fidelity) -> Splits:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
 import sys
 import tempfile
 import time
@@ -46,6 +47,7 @@ from mincap.search.fidelity import (
     screen_peers,
     screen_splits,
 )
+from mincap.search.path_trial import train_trial
 from mincap.search.space import sample_trial
 from mincap.study import StudyConfig
 from mincap.train import EpochStats, TrainConfig
@@ -157,7 +159,7 @@ class Objective:
                 return False
 
             try:
-                res = train_compressed(spec, self.splits, train_cfg, comp, on_epoch=on_epoch, device=self.device)
+                res = self.train(run, spec, train_cfg, comp, on_epoch=on_epoch)
             except _Stop:
                 res = None
             return self.finish(run, res, comp)
@@ -170,8 +172,20 @@ class Objective:
             record_failure(trial, err)
             raise
 
+    def train(self, run: TrialRun, spec: Spec, train_cfg: TrainConfig, comp: CompressConfig, *, on_epoch,
+              pretrained=None) -> Compressed:
+        """The trial's full training (`mincap.search.path_trial.train_trial`); a compression path's
+        steps -- (bits, validation accuracy) each -- are recorded as the `path` attribute."""
+        res, path = train_trial(spec, self.splits, train_cfg, comp, target=self.cfg.study.target, on_epoch=on_epoch,
+                                device=self.device, stop_margin=self.cfg.space.path_stop_margin,
+                                pretrained=pretrained)
+        if path is not None:
+            run.trial.set_user_attr("path", path)
+        return res
+
     def begin(self, trial, spec: Spec, train_cfg: TrainConfig) -> TrialRun:
         trial.set_user_attr("spec", spec.to_json())
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # who ran it, on many machines
         trial.set_user_attr("n_params_initial", count_params(build(spec)))
         rule = EarlyStopRule(self.cfg, self._feasible_curves(trial.study))
         return TrialRun(trial, rule, train_cfg.epochs, deadline=self.deadline)
@@ -240,6 +254,10 @@ class Objective:
         trial.set_user_attr("val_acc", res.val_acc)
         # Optuna's constraint mechanism (v5: Trial.set_constraint): feasible when <= 0.
         trial.set_constraint("val_acc_target", self.cfg.study.target - res.val_acc)
+        # optuna-dashboard (0.21) reads only the older list under system attribute "constraints" (what
+        # samplers' `constraints_func` writes); Optuna reads both, so the trial counts the same there.
+        trial.study._storage.set_trial_system_attr(trial._trial_id, "constraints",
+                                                   [self.cfg.study.target - res.val_acc])
         with tempfile.TemporaryDirectory() as tmp:
             path = write(os.path.join(tmp, f"trial-{trial.number}.mincap"), res.artifact)
             artifact_id = optuna.artifacts.upload_artifact(

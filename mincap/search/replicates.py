@@ -21,10 +21,11 @@ from typing import Any
 import optuna
 
 from mincap import data
-from mincap.compress import CompressConfig, train_compressed
+from mincap.config import CompressConfig
 from mincap.data import Splits
 from mincap.errors import MincapError
 from mincap.models import Spec
+from mincap.search.path_trial import train_trial
 from mincap.search.space import sample_trial
 from mincap.study import StudyConfig
 from mincap.train import TrainConfig
@@ -59,14 +60,14 @@ def trial_config(trial, cfg: StudyConfig, in_shape: tuple[int, int, int],
     return spec, train_cfg, comp
 
 
-def train_once(spec: Spec, splits: Splits, train_cfg: TrainConfig, comp: CompressConfig, *,
+def train_once(spec: Spec, splits: Splits, train_cfg: TrainConfig, comp: CompressConfig, *, target: float,
                device="cpu") -> tuple[float, int]:
     """(validation accuracy of the decoded artifact, artifact bits) of one full training run.
 
-    The same pipeline as a search trial's full stage; with the compression path (issue 14)
-    this becomes the path's smallest step meeting the target.
+    The same pipeline as a search trial's full stage (`mincap.search.path_trial.train_trial`):
+    with a compression path, its smallest step meeting the target, else its most accurate one.
     """
-    res = train_compressed(spec, splits, train_cfg, comp, device=device)
+    res, _ = train_trial(spec, splits, train_cfg, comp, target=target, device=device)
     return float(res.val_acc), int(res.size["artifact_bits"])
 
 
@@ -90,7 +91,7 @@ def replicate_trial(study, trial, cfg: StudyConfig, *, k: int, splits: Splits | 
         spec, train_cfg, comp = trial_config(trial, cfg, splits.in_shape, splits.n_classes)
         for i in range(len(runs), k):
             seed = replicate_seed(train_cfg.seed, i)
-            val_acc, bits = train_once(spec, splits, replace(train_cfg, seed=seed), comp, device=device)
+            val_acc, bits = train_once(spec, splits, replace(train_cfg, seed=seed), comp, target=target, device=device)
             runs.append({"seed": seed, "val_acc": val_acc, "artifact_bits": bits})
             study.set_user_attr(key, {"runs": runs})  # after every run: an interruption keeps it
             if progress is not None:

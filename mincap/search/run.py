@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -27,7 +28,7 @@ from mincap.search.batched import optimize_batched
 from mincap.search.monitor import SearchMonitor
 from mincap.search.objective import Objective
 from mincap.search.space import preset_params
-from mincap.search.storage import artifact_store, open_study
+from mincap.search.storage import artifact_store, connection_lost, lost_server_error, open_study
 from mincap.study import StudyConfig
 from mincap.train import available_cores, pick_device, setup_threads
 
@@ -98,13 +99,18 @@ def run_worker(cfg: StudyConfig, opts: SearchOptions, n_trials: int | None, work
         cfg.study.dataset, root=opts.data_dir, n_val=cfg.data.n_val, split_seed=cfg.data.split_seed,
         limit=cfg.data.limit or None, device=device,
     )
-    objective = Objective(cfg, splits, device, artifact_store(cfg), deadline=deadline)
+    objective = Objective(cfg, splits, device, artifact_store(cfg, opts.storage_url), deadline=deadline)
     timeout = None if deadline is None else max(0.0, deadline - time.time())
     k = group_size(opts.batch_trials, device)
-    if k > 1:
-        optimize_batched(study, objective, n_trials=n_trials, timeout_s=timeout, group_size=k)
-    else:
-        study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(Exception,), gc_after_trial=False)
+    try:
+        if k > 1:
+            optimize_batched(study, objective, n_trials=n_trials, timeout_s=timeout, group_size=k)
+        else:
+            study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(Exception,), gc_after_trial=False)
+    except Exception as err:
+        if connection_lost(err):  # the server stayed away: one line, not a traceback
+            raise lost_server_error(opts.storage_url or cfg.storage_url, err) from None
+        raise
 
 
 def _worker_main(cfg, opts, n_trials, worker, threads, deadline) -> None:  # pragma: no cover - child process
@@ -113,6 +119,9 @@ def _worker_main(cfg, opts, n_trials, worker, threads, deadline) -> None:  # pra
         run_worker(cfg, opts, n_trials, worker, threads, deadline)
     except KeyboardInterrupt:
         pass
+    except MincapError as err:
+        print(f"mincap: error: {err}", file=sys.stderr, flush=True)
+        sys.exit(err.exit_code)
 
 
 def split_trials(total: int | None, workers: int) -> list[int | None]:

@@ -14,12 +14,12 @@ the sampling itself instead of from a second list of names.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
-from mincap.compress import CompressConfig
+from mincap.config import CompressConfig, TrainConfig
 from mincap.models import PRESETS, Conv, Spec
 from mincap.study import StudyConfig
-from mincap.train import TrainConfig
 
 __all__ = ["preset_params", "sample_trial"]
 
@@ -77,7 +77,9 @@ def sample_trial(trial, cfg: StudyConfig, in_shape: tuple[int, int, int], n_clas
             k = int(d.cat(f"k{i}", sp.kernels, structural=True))
             # The first block may have its own, wider range: it sees the image at full resolution.
             c = d.int(f"c{i}", sp.channels0 if i == 0 and sp.channels0 != (0, 0) else sp.channels, log=True)
-            convs.append(Conv(c, k, 1, 2 if i < n_pools else 1, k // 2))
+            # The first block sees one input channel: a depthwise conv there saves nothing.
+            sep = bool(d.cat(f"sep{i}", sp.separable, structural=True)) if i > 0 else False
+            convs.append(Conv(c, k, 1, 2 if i < n_pools else 1, k // 2, separable=sep))
         head = d.cat("head", sp.heads, structural=True)
         n_hidden = d.int("hidden_depth", sp.hidden_depth, structural=True)
         hidden = tuple(d.int(f"h{i}", sp.hidden_width, log=True) for i in range(n_hidden))
@@ -88,7 +90,7 @@ def sample_trial(trial, cfg: StudyConfig, in_shape: tuple[int, int, int], n_clas
         hidden = tuple(d.int(f"m{i}", sp.mlp_width, log=True) for i in range(depth))
         spec = Spec("mlp", (), hidden, act)
     spec = spec.with_data(in_shape, n_classes)
-    n_layers = len(spec.convs) + len(spec.hidden) + 1
+    n_layers = spec.n_weight_layers()
     if sp.per_layer_bits:
         bits = tuple(d.int(f"bits{i}", sp.bits) for i in range(n_layers))
     else:
@@ -111,7 +113,12 @@ def sample_trial(trial, cfg: StudyConfig, in_shape: tuple[int, int, int], n_clas
         prune_steps=d.int("prune_steps", sp.prune_steps) if prune > 0 else 1,
         prune_criterion=d.cat("prune_criterion", sp.prune_criteria) if prune > 0 else "l1",
         prune_finetune_epochs=d.int("finetune_epochs", sp.finetune_epochs) if prune > 0 else 0,
+        quantizer=d.cat("quantizer", sp.quantizers),
+        anneal_epochs=d.int("anneal_epochs", sp.anneal_epochs),
+        path=d.cat("path", sp.paths),
     )
+    if comp.path and not comp.prune_finetune_epochs:  # a path's steps fine-tune: at least one epoch each
+        comp = replace(comp, prune_finetune_epochs=1)
     if structural is not None:
         structural.extend(d.structural)
     return spec, train_cfg, comp
@@ -126,16 +133,18 @@ def preset_params(name: str, cfg: StudyConfig) -> dict[str, Any]:
                  hidden_depth=len(spec.hidden), batch_norm=spec.batch_norm)
         for i, c in enumerate(spec.convs):
             p[f"k{i}"], p[f"c{i}"] = c.kernel, c.channels
+            if i > 0:
+                p[f"sep{i}"] = c.separable
         p.update({f"h{i}": h for i, h in enumerate(spec.hidden)})
-        n_layers = len(spec.convs) + len(spec.hidden) + 1
     else:
         p["mlp_depth"] = len(spec.hidden)
         p.update({f"m{i}": h for i, h in enumerate(spec.hidden)})
-        n_layers = len(spec.hidden) + 1
+    n_layers = spec.n_weight_layers()
     # 4-bit weights, no pruning, the longest training: a design that usually reaches the target.
     bits = min(max(4, sp.bits[0]), sp.bits[1])
     p.update({f"bits{i}": bits for i in range(n_layers)} if sp.per_layer_bits else {"bits": bits})
     p.update(epochs=sp.epochs[1], batch_size=sp.batch_size[0], lr=math.sqrt(sp.lr[0] * sp.lr[1]),
              weight_decay=sp.weight_decay[0], augment=sp.augment[0] + (sp.augment[1] - sp.augment[0]) // 2,
-             qat_fraction=sp.qat_fraction[1], prune_ratio=min(sp.prune_ratios or (sp.prune_ratio[0],)))
+             qat_fraction=sp.qat_fraction[1], prune_ratio=min(sp.prune_ratios or (sp.prune_ratio[0],)),
+             quantizer=sp.quantizers[0], anneal_epochs=sp.anneal_epochs[1], path=sp.paths[0])
     return p

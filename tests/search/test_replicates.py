@@ -21,13 +21,13 @@ def done_study(tmp_path, mnist_root):
 
 def test_replicates_counted_stored_and_not_recomputed(done_study, mnist_root, monkeypatch, capsys):
     calls = []
-    real = replicates.train_compressed
+    real = replicates.train_trial
 
     def counting(spec, splits, train_cfg, comp, **kw):
         calls.append(train_cfg.seed)
         return real(spec, splits, train_cfg, comp, **kw)
 
-    monkeypatch.setattr(replicates, "train_compressed", counting)
+    monkeypatch.setattr(replicates, "train_trial", counting)
     cfg = load_study_file(done_study)
     study = open_study(cfg, create=False)
     (trial,) = _trials(done_study)

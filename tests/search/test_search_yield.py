@@ -39,6 +39,10 @@ def test_report_figures_from_constructed_trials():
     assert r["trials_by_state"] == {"COMPLETE": 4, "PRUNED": 1} and r["trials_per_hour"] == 5.0
     assert list(search_yield.yield_report([], 0.99, start, 120, 120)["smallest_feasible_bits"]) == ["0.5", "1", "2"]
     assert search_yield.yield_report([], 0.99, start, 120, 120)["time_to_first_feasible_s"] is None
+    for t, why in zip(trials[1:4], ["promoted: 0 of 5 ...", "screening val 0.4 below min_val_acc 0.9",
+                                    "stopped: 4 of 5 ..."]):
+        t.user_attrs["screen_decision"] = why
+    assert search_yield.screen_decisions(trials) == {"promoted": 1, "stopped_rank": 1, "stopped_floor": 1}
 
 
 def test_tiny_run_writes_the_json(tmp_path, mnist_root):

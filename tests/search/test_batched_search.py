@@ -14,6 +14,7 @@ from test_search import _env, _trials, _wait_running, make_study
 from mincap import batched, search
 from mincap.cli import main
 from mincap.search import batched as search_batched
+from mincap.search import path_trial
 from mincap.search import run as search_run
 from mincap.study import load_study_file
 
@@ -39,7 +40,7 @@ def _run(tmp_path, mnist_root, name, batch_trials, settings=SETTINGS, target=0.6
 
 
 def test_batched_search_gives_the_one_at_a_time_results(tmp_path, mnist_root):
-    """Tolerance as for worker processes: val accuracy within 0.01, size within 5% (float32 noise only)."""
+    """Tolerance as for worker processes: val accuracy within 0.01, size within 0.5% (float32 noise only)."""
     one = _run(tmp_path, mnist_root, "solo", 1)
     four = _run(tmp_path, mnist_root, "batched", 4)
     assert sorted(one) == sorted(four) == [0, 1, 2, 3]  # nothing left WAITING behind
@@ -48,7 +49,8 @@ def test_batched_search_gives_the_one_at_a_time_results(tmp_path, mnist_root):
         assert one[n].state.name == four[n].state.name == "COMPLETE", four[n].user_attrs.get("fail_reason")
         assert four[n].user_attrs["batch_group"] == [0, 4] and "batch_group" not in one[n].user_attrs
         assert abs(one[n].values[1] - four[n].values[1]) <= 0.01
-        assert abs(one[n].values[0] - four[n].values[0]) <= 0.05 * one[n].values[0]
+        # Measured bit-identical (2026-11-24); 0.5% leaves room for a few codes flipped by float noise.
+        assert abs(one[n].values[0] - four[n].values[0]) <= 0.005 * one[n].values[0]
         assert len(four[n].user_attrs["curve"]) == 2
         assert four[n].user_attrs["artifact_id"]
 
@@ -73,14 +75,14 @@ def test_early_stop_and_a_failure_inside_a_group(tmp_path, mnist_root, monkeypat
         assert t.state.name == "PRUNED", t.user_attrs.get("fail_reason")
         assert len(t.user_attrs["curve"]) == 1 and t.user_attrs["early_stop_saved_s"] > 0
 
-    real = search_batched.train_compressed
+    real = path_trial.train_compressed
 
     def flaky(spec, *a, **k):
         if spec.hidden == (16,):
             raise RuntimeError("boom in post-processing")
         return real(spec, *a, **k)
 
-    monkeypatch.setattr(search_batched, "train_compressed", flaky)
+    monkeypatch.setattr(path_trial, "train_compressed", flaky)
     mixed = _run(tmp_path, mnist_root, "mixed", 4)
     states = [mixed[n].state.name for n in range(4)]
     assert states == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]

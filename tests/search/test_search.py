@@ -75,9 +75,9 @@ def test_run_then_resume(tmp_path, mnist_root):
 
 
 def test_nan_trial_fails_with_reason_and_study_goes_on(tmp_path, mnist_root, monkeypatch):
-    from mincap.search import objective
+    from mincap.search import path_trial
 
-    real = objective.train_compressed
+    real = path_trial.train_compressed
     calls = []
 
     def flaky(spec, splits, cfg, comp, **kw):
@@ -86,7 +86,7 @@ def test_nan_trial_fails_with_reason_and_study_goes_on(tmp_path, mnist_root, mon
             raise NonFiniteLoss("loss became nan in epoch 1")
         return real(spec, splits, cfg, comp, **kw)
 
-    monkeypatch.setattr(objective, "train_compressed", flaky)
+    monkeypatch.setattr(path_trial, "train_compressed", flaky)
     f = make_study(tmp_path, name="nan")
     assert main(["search", str(f), "--trials", "3", "--no-progress", "--data-dir", str(mnist_root)]) == 0
     trials = _trials(f)
@@ -217,7 +217,8 @@ def test_worker_processes_give_the_single_process_results(tmp_path, mnist_root):
         assert one[n].state.name == two[n].state.name == "COMPLETE"
         # thread counts differ (2 vs 1 per process): float reduction order only
         assert abs(one[n].values[1] - two[n].values[1]) <= 0.01
-        assert abs(one[n].values[0] - two[n].values[0]) <= 0.05 * one[n].values[0]
+        # Measured bit-identical (2026-11-24); 0.5% leaves room for a few codes flipped by float noise.
+        assert abs(one[n].values[0] - two[n].values[0]) <= 0.005 * one[n].values[0]
 
 
 def test_plain_optuna_reads_what_summary_reports(tmp_path, mnist_root, capsys):

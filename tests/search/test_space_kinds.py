@@ -1,0 +1,54 @@
+"""Separable blocks, quantizers and compression paths as searchable choices."""
+
+import optuna
+import pytest
+
+from mincap.errors import MincapError
+from mincap.search import preset_params, sample_trial
+from mincap.search.batched import ask_group
+from mincap.study import parse_study
+
+SPACE = {"families": ["cnn"], "conv_depth": [3, 3], "separable": [True, False], "quantizers": ["max", "lsq"],
+         "anneal_epochs": [0, 2], "paths": ["", "sparsity=0.3;sparsity=0.5"], "prune_ratios": [0.0]}
+
+
+def _study(seed=0):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(directions=["minimize", "maximize"], sampler=optuna.samplers.RandomSampler(seed=seed))
+
+
+def test_draws_use_every_kind_and_bits_match_the_layers():
+    cfg = parse_study({"space": SPACE})
+    study, draws = _study(), []
+    for _ in range(30):
+        t = study.ask()
+        draws.append(sample_trial(t, cfg, (1, 28, 28), 10))
+        study.tell(t, state=optuna.trial.TrialState.FAIL)
+    assert not any(spec.convs[0].separable for spec, _, _ in draws)  # one input channel: never separable
+    assert {c.separable for spec, _, _ in draws for c in spec.convs[1:]} == {True, False}
+    assert {comp.quantizer for _, _, comp in draws} == {"max", "lsq"}
+    assert {comp.path for _, _, comp in draws} == set(SPACE["paths"])
+    for spec, _, comp in draws:
+        assert len(comp.bits_per_layer) == spec.n_weight_layers()  # a separable block has two convs
+        assert comp.prune_finetune_epochs >= (1 if comp.path else 0)  # a path's steps fine-tune
+
+
+def test_separable_flags_are_structural_for_batched_groups():
+    cfg = parse_study({"space": SPACE})
+    group = ask_group(_study(3), cfg, (1, 28, 28), 10, 3)
+    assert len({tuple(c.separable for c in spec.convs) for _, spec, _, _ in group}) == 1
+
+
+def test_seed_presets_reproduce_separable_blocks_and_take_the_first_path():
+    cfg = parse_study({"space": {**SPACE, "conv_depth": [5, 5], "channels": [4, 16]}})
+    trial = optuna.trial.FixedTrial(preset_params("sep-700", cfg))
+    spec, _, comp = sample_trial(trial, cfg, (1, 28, 28), 10)
+    assert [c.separable for c in spec.convs] == [False, True, True, True, True]
+    assert comp.path == SPACE["paths"][0] and comp.quantizer == "max"
+
+
+def test_bad_path_or_quantizer_in_a_study_file_is_one_line():
+    with pytest.raises(MincapError, match="space.paths"):
+        parse_study({"space": {"paths": ["sparsity=2"]}})
+    with pytest.raises(MincapError, match="space.quantizers"):
+        parse_study({"space": {"quantizers": ["fancy"]}})
