@@ -211,6 +211,13 @@ PRESETS: dict[str, Spec] = {
         batch_norm=True,
         head="gap",
     ),
+    # The same shape at 16 channels: 1,770 parameters. Measured once on validation (4-bit LSQ,
+    # 30 epochs, 8 of them quantization-aware, 1 thread, 2-core CPU under load): 98.92% in 9,512 bits.
+    "sep-1.8k": Spec(
+        convs=(Conv(8, 3, pool=2), *(Conv(16, 3, separable=True) for _ in range(4))),
+        batch_norm=True,
+        head="gap",
+    ),
     "mlp-32": Spec(family="mlp", hidden=(32,)),
 }
 

@@ -93,6 +93,7 @@ class Space:
     channels0: tuple[int, int] = (0, 0)  # the first block's own range (it may be wider); (0, 0): `channels`
     kernels: tuple[int, ...] = (3, 5)
     separable: tuple[bool, ...] = (False,)  # per block after the first: depthwise-separable or not
+    padding: tuple[str, ...] = ("same",)  # per trial: "same" (pad k // 2) or "valid" (no padding)
     pools: tuple[int, int] = (1, 2)  # how many of the first blocks end in a 2x2 max pool
     heads: tuple[str, ...] = ("gap", "flatten")
     hidden_depth: tuple[int, int] = (0, 1)
@@ -251,6 +252,7 @@ def _validate(cfg: StudyConfig) -> None:
     need(all(0.0 <= r < 1.0 for r in sp.prune_ratios), "space.prune_ratios: each must be within [0, 1)")
     need(set(sp.quantizers) <= set(QUANTIZERS) and sp.quantizers != (), f"space.quantizers: choose from {QUANTIZERS}")
     need(sp.anneal_epochs[0] >= 0, "space.anneal_epochs: must be >= 0")
+    need(set(sp.padding) <= {"same", "valid"} and sp.padding != (), "space.padding: choose from same, valid")
     need(sp.path_stop_margin >= 0, "space.path_stop_margin: must be >= 0")
     for text in sp.paths:
         try:

@@ -57,7 +57,7 @@ def add_info(sub) -> None:
     g.add_argument("--no-progress", action="store_true")
     g = p.add_argument_group("--ladder: the chosen network of every committed summary")
     g.add_argument("--ladder", nargs="*", default=None, metavar="SUMMARY.json",
-                   help="summaries (default: studies/*.summary.json studies/ladder/*.summary.json)")
+                   help="summaries (default: studies/, studies/history/, studies/ladder/ *.summary.json)")
     g.add_argument("--section", default="studies/info/README.md", help="markdown file the table goes into")
     p.set_defaults(func=_cmd_info)
 
@@ -73,7 +73,7 @@ def _cmd_info(args) -> int:
     from mincap.info.figures import plane_figure, result_plane
     from mincap.report import console
 
-    tgt = load_target(args.target, trial=args.trial, dataset=args.dataset, data_dir=args.data_dir)
+    tgt = load_target(args.target, trial=args.trial, dataset=args.dataset)
     res = analyze(tgt, estimators=tuple(e for e in args.estimators.split(",") if e), n_samples=args.samples or 1000,
                   bins=args.bins, noise_var=args.noise_var, seed=args.seed, data_dir=args.data_dir)
     if args.output:
@@ -86,8 +86,11 @@ def _cmd_info(args) -> int:
 
 
 def _trajectory(args) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from mincap.info.figures import plane_figure
-    from mincap.info.trajectory import TrajectoryConfig, run_trajectory
+    from mincap.info.trajectory import TrajectoryConfig, record_epochs, run_trajectory
     from mincap.report import epoch_progress
 
     hidden = args.widths or (10, 7, 5, 4, 3)
@@ -98,8 +101,14 @@ def _trajectory(args) -> int:
     settings = [{"estimator": "bin", "bins": args.bins}, {"estimator": "kde", "noise_var": args.noise_var}]
     settings += [{"estimator": "bin", "bins": b} for b in args.bins_list or () if b != args.bins]
     settings += [{"estimator": "kde", "noise_var": v} for v in args.noise_vars or () if v != args.noise_var]
-    with epoch_progress(epochs, enabled=not (args.no_progress or args.json), label=f"{args.task} {args.activation}") as bar:
-        traj = run_trajectory(cfg, settings, on_epoch=bar, data_dir=args.data_dir)
+    show = not (args.no_progress or args.json)
+    n_mi = len(settings) * len(record_epochs(epochs, args.points))
+    with epoch_progress(epochs, enabled=show, label=f"{args.task} {args.activation}") as bar, \
+            Progress(TextColumn("[bold]mutual information"), BarColumn(), MofNCompleteColumn(),
+                     TimeElapsedColumn(), console=Console(stderr=True), disable=not show) as mi:
+        task = mi.add_task("mi", total=n_mi)
+        traj = run_trajectory(cfg, settings, on_epoch=bar, on_mi_step=lambda: mi.advance(task),
+                              data_dir=args.data_dir)
     if args.output:
         out = plane_figure(traj, args.output, title=f"{args.task}, {args.activation} MLP {'-'.join(map(str, hidden))}")
         out.with_suffix(".json").write_text(json.dumps(traj))
@@ -119,7 +128,8 @@ def _ladder(args) -> int:
     from mincap.info.ladder import ladder_rows
     from mincap.info.ladder_table import section_markdown, write_section
 
-    files = args.ladder or sorted(glob.glob("studies/*.summary.json")) + sorted(glob.glob("studies/ladder/*.summary.json"))
+    files = args.ladder or [f for d in ("studies", "studies/history", "studies/ladder")
+                            for f in sorted(glob.glob(f"{d}/*.summary.json"))]
     if not files:
         raise MincapError("info --ladder: no summaries found")
     rows = ladder_rows(files, n_samples=args.samples or 1000, bins=args.bins, noise_var=args.noise_var,

@@ -5,5 +5,6 @@
 - `analyze`: `mincap info TARGET` (one network, per layer, on the train split);
 - `trajectory`: `mincap info --trajectory` (train an MLP, MI per epoch);
 - `figures`: the information plane;
-- `ladder`: the chosen network of every rung, for studies/info/README.md.
+- `ladder`: the chosen network of every rung, analysed;
+- `ladder_table`: those rows as markdown (studies/info/README.md and studies/RESULTS.md).
 """

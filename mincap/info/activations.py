@@ -1,7 +1,7 @@
 """The layers T_1..T_L of a mincap network and their activations on a sample of inputs.
 
 A *layer* is what one block hands to the next: a conv block's output (after its activation,
-or after its max pool when it has one), each hidden fully connected layer after its
+or after its max pool when it has one; a depthwise-separable block is one layer), each hidden fully connected layer after its
 activation, and the output logits. Flatten, global average pooling and dropout (an identity
 at evaluation) are not layers of their own. `layer_activations` runs the network once in
 evaluation mode and returns each layer flattened to (N, units) as float32 numpy arrays.
@@ -47,14 +47,17 @@ def _blocks(model: nn.Module) -> list[tuple[str, list[nn.Module], tuple[float, f
     pending: list[nn.Module] = []
     bounds = None
     n_conv = n_fc = 0
+    after_act = False
     for m in model.features:
-        if isinstance(m, nn.Conv2d) and pending:  # a new block starts: close the previous one
+        # A block ends after its activation and the max pool that may follow it; a separable
+        # block's depthwise and pointwise convs both come before its activation, so stay in it.
+        if after_act and not isinstance(m, nn.MaxPool2d):
             n_conv += 1
             out.append((f"conv{n_conv}", pending, bounds))
-            pending, bounds = [], None
+            pending, bounds, after_act = [], None, False
         pending.append(m)
         if isinstance(m, _ACTS):
-            bounds = BOUNDED.get(type(m))
+            bounds, after_act = BOUNDED.get(type(m)), True
     if pending:
         n_conv += 1
         out.append((f"conv{n_conv}", pending, bounds))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -64,11 +64,9 @@ class InfoResult:
     noise_var: float
     sample_seed: int
     time_s: float = 0.0
-    extra: dict = field(default_factory=dict)
 
 
-def load_target(target: str, *, trial: int | None = None, dataset: str | None = None,
-                data_dir: str | None = None) -> Target:
+def load_target(target: str, *, trial: int | None = None, dataset: str | None = None) -> Target:
     """The network in `target`: a .mincap file, or a study file's trial (`trial`; None: the chosen one)."""
     p = Path(target)
     if not p.is_file():

@@ -12,10 +12,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from mincap.errors import MincapError
 from mincap.info.analyze import analyze, load_target, summary_columns
 from mincap.info.ladder_table import LADDER_ESTIMATORS
 
-__all__ = ["ladder_rows"]
+__all__ = ["ladder_rows", "study_file"]
+
+
+def study_file(summary: str | Path, recorded: str) -> Path:
+    """The study file of a summary: one of the recorded name beside the summary (a study moved
+    with its summary, e.g. into studies/history/), else the recorded path."""
+    beside = Path(summary).with_name(Path(recorded).name)
+    return beside if beside.is_file() else Path(recorded)
 
 
 def ladder_rows(summaries: list[str | Path], *, n_samples: int, bins: int, noise_var: float,
@@ -27,7 +35,10 @@ def ladder_rows(summaries: list[str | Path], *, n_samples: int, bins: int, noise
         c = s.get("chosen")
         if not c:
             continue
-        tgt = load_target(s["config"]["file"], trial=c["trial"], data_dir=data_dir)
+        tgt = load_target(str(study_file(p, s["config"]["file"])), trial=c["trial"])
+        if tgt.artifact_bits != c["artifact_bits"]:
+            raise MincapError(f"{p}: trial {c['trial']} of {tgt.label} has {tgt.artifact_bits} bits, the summary "
+                              f"says {c['artifact_bits']} (the study file is not the one summarized)")
         res = analyze(tgt, estimators=LADDER_ESTIMATORS, n_samples=n_samples, bins=bins, noise_var=noise_var,
                       data_dir=data_dir)
         row = {"dataset": s["dataset"], "summary": str(p), "trial": c["trial"], "artifact_bits": tgt.artifact_bits,

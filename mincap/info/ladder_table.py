@@ -65,15 +65,19 @@ def section_markdown(rows: list[dict], *, bins: int, noise_var: float, command: 
             cells += [f"{c['i_xt_last_bits']:.2f}", f"{c['i_ty_last_bits']:.2f}",
                       "-" if c["mean_next_bits"] is None else f"{c['mean_next_bits']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"Spearman rank correlation with artifact bits over these {len(rows)} networks "
-              "(with so few points, |rho| < 0.9 is indistinguishable from no relation at the 5% level "
-              "for n = 5):", ""]
+    n = len(rows)
+    # Exact two-sided 5% critical values of Spearman's rho: none exists for n <= 4, only |rho| = 1 at n = 5.
+    crit = {5: "only rho = +-1 is significant at the 5% level (two-sided)", 6: "|rho| >= 0.89 is needed at 5%",
+            7: "|rho| >= 0.79 is needed at 5%", 8: "|rho| >= 0.74 is needed at 5%"}
+    note = "no rank correlation can be significant at the 5% level" if n <= 4 else crit.get(n, "see a table")
+    lines += ["", f"Spearman rank correlation with artifact bits over these {n} networks (values rounded to "
+              f"0.01 bits first, so ties are ties; with n = {n}, {note}):", ""]
     bits = [r["artifact_bits"] for r in rows]
     for e in LADDER_ESTIMATORS:
         vals = []
         for key, label in (("i_xt_last_bits", "I(X;T_last)"), ("i_ty_last_bits", "I(T_last;Y)"),
                            ("mean_next_bits", "mean I(T_l;T_l+1)")):
-            rho = spearman(bits, [r["columns"][e][key] or 0.0 for r in rows])
+            rho = spearman(bits, [round(r["columns"][e][key] or 0.0, 2) for r in rows])
             vals.append(f"{label} {'undefined (constant)' if rho is None else f'{rho:+.2f}'}")
         lines.append(f"- `{e}`: " + ", ".join(vals))
     lines += ["", END]

@@ -89,8 +89,10 @@ def record_epochs(epochs: int, n_points: int) -> list[int]:
     return [0, *sorted(set(pts.tolist()) | {epochs})]
 
 
-def settings_mi(acts: list[list[np.ndarray]], y: np.ndarray, bounds: list, settings: list[dict]) -> list[dict]:
-    """For each setting {estimator, bins?, noise_var?}: i_xt / i_ty arrays (kept epoch x layer)."""
+def settings_mi(acts: list[list[np.ndarray]], y: np.ndarray, bounds: list, settings: list[dict],
+                on_step=None) -> list[dict]:
+    """For each setting {estimator, bins?, noise_var?}: i_xt / i_ty arrays (kept epoch x layer);
+    `on_step()` is called after each (setting, kept epoch)."""
     # An unbounded layer (ReLU, logits) is binned over its range across *all* kept epochs, so a
     # bin is the same interval at every epoch (as with Saxe et al.'s fixed bin width); a range
     # refitted per epoch would widen the bins as activations grow and fake a compression.
@@ -99,16 +101,21 @@ def settings_mi(acts: list[list[np.ndarray]], y: np.ndarray, bounds: list, setti
     out = []
     for s in settings:
         kw = {k: s[k] for k in ("bins", "noise_var") if k in s}
-        rows = [layer_mi(layers, y, s["estimator"], bounds=fixed, **kw) for layers in acts]
+        rows = []
+        for layers in acts:
+            rows.append(layer_mi(layers, y, s["estimator"], bounds=fixed, **kw))
+            if on_step is not None:
+                on_step()
         out.append({**s, "i_xt_bits": [[r["i_xt_bits"] for r in e] for e in rows],
                     "i_ty_bits": [[r["i_ty_bits"] for r in e] for e in rows],
                     "i_next_bits": [[r["i_next_bits"] for r in e[:-1]] for e in rows]})
     return out
 
 
-def run_trajectory(cfg: TrajectoryConfig, settings: list[dict], *, on_epoch=None,
+def run_trajectory(cfg: TrajectoryConfig, settings: list[dict], *, on_epoch=None, on_mi_step=None,
                    data_dir: str | None = None) -> dict:
-    """Train, keep each layer's activations at the kept epochs, then compute MI for each setting."""
+    """Train, keep each layer's activations at the kept epochs, then compute MI for each setting
+    (`on_epoch(stats)` after each epoch, `on_mi_step()` after each setting x kept epoch)."""
     torch.set_num_threads(1)
     if cfg.task == "toy12":
         splits = toy12(cfg.seed)
@@ -149,7 +156,7 @@ def run_trajectory(cfg: TrajectoryConfig, settings: list[dict], *, on_epoch=None
     train(model, splits, tcfg, on_epoch=each_epoch)
     train_s = time.perf_counter() - t0
     t1 = time.perf_counter()
-    results = settings_mi(acts, y_info, bounds, settings)
+    results = settings_mi(acts, y_info, bounds, settings, on_step=on_mi_step)
     return {
         "config": {**asdict(cfg), "hidden": list(cfg.hidden)}, "spec": spec.to_json(), "layers": names,
         "epochs": kept, "accuracy": accs, "n_samples": len(y_info), "ceiling_xt_bits": math.log2(len(y_info)),

@@ -71,18 +71,21 @@ def _comparison(rungs: list[dict[str, Any]], estimator: str) -> list[str]:
     return lines
 
 
-def _info_section(base: Path) -> list[str]:
+def _info_section(rungs: list[dict[str, Any]], base: Path) -> list[str]:
     """The information columns of the chosen networks (issue 18), when `mincap info --ladder` has
-    stored them in info/ladder.json beside the report; nothing otherwise."""
-    path = base / "info" / "ladder.json"
-    rows = read_rows(path)
-    if rows is None:
-        return []
-    stored = json.loads(path.read_text())
-    return ["## Information inside the chosen networks", "",
-            "Mutual information per layer of each chosen network (see [info/README.md](info/README.md) "
-            "for the estimators and their limits).", "",
-            section_markdown(rows, bins=stored["bins"], noise_var=stored["noise_var"], command=stored["command"]), ""]
+    stored them in `info/ladder.json` of the studies folder (beside the report, or one or two
+    levels above a summary); nothing otherwise."""
+    sources = [Path(r["source"]) for r in rungs if r.get("source")]
+    for d in [base, *(p.parent for p in sources), *(p.parent.parent for p in sources)]:
+        rows = read_rows(d / "info" / "ladder.json")
+        if rows is not None:
+            stored = json.loads((d / "info" / "ladder.json").read_text())
+            return ["## Information inside the chosen networks", "",
+                    "Mutual information per layer of each chosen network; the estimators and their limits "
+                    "are described in `studies/info/README.md`.", "",
+                    section_markdown(rows, bins=stored["bins"], noise_var=stored["noise_var"],
+                                     command=stored["command"]), ""]
+    return []
 
 
 def report_markdown(rungs: list[dict[str, Any]], *, figure: str | Path, pareto: str | Path | None = None,
@@ -134,7 +137,7 @@ def report_markdown(rungs: list[dict[str, Any]], *, figure: str | Path, pareto: 
         "",
         *rungs_table(rows),
         "",
-        *_info_section(base),
+        *_info_section(rungs, base),
         f"## Comparison (generated; X of the plot: `{estimator}`)",
         "",
         *_comparison(rungs, estimator),

@@ -28,7 +28,7 @@ from mincap.search.batched import optimize_batched
 from mincap.search.monitor import SearchMonitor
 from mincap.search.objective import Objective
 from mincap.search.space import preset_params
-from mincap.search.storage import artifact_store, connection_lost, lost_server_error, open_study
+from mincap.search.storage import artifact_store, lost_server_error, open_study
 from mincap.study import StudyConfig
 from mincap.train import available_cores, pick_device, setup_threads
 
@@ -108,8 +108,9 @@ def run_worker(cfg: StudyConfig, opts: SearchOptions, n_trials: int | None, work
         else:
             study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(Exception,), gc_after_trial=False)
     except Exception as err:
-        if connection_lost(err):  # the server stayed away: one line, not a traceback
-            raise lost_server_error(opts.storage_url or cfg.storage_url, err) from None
+        lost = lost_server_error(opts.storage_url or cfg.storage_url, err)
+        if lost is not None:  # the server stayed away: one line, not a traceback
+            raise lost from None
         raise
 
 

@@ -17,7 +17,10 @@ import math
 from dataclasses import replace
 from typing import Any
 
+import optuna
+
 from mincap.config import CompressConfig, TrainConfig
+from mincap.errors import MincapError
 from mincap.models import PRESETS, Conv, Spec
 from mincap.study import StudyConfig
 
@@ -72,6 +75,7 @@ def sample_trial(trial, cfg: StudyConfig, in_shape: tuple[int, int, int], n_clas
     if family == "cnn":
         depth = d.int("conv_depth", sp.conv_depth, structural=True)
         n_pools = min(depth, d.int("pools", sp.pools, structural=True))
+        same = d.cat("padding", sp.padding, structural=True) == "same"
         convs = []
         for i in range(depth):
             k = int(d.cat(f"k{i}", sp.kernels, structural=True))
@@ -79,12 +83,16 @@ def sample_trial(trial, cfg: StudyConfig, in_shape: tuple[int, int, int], n_clas
             c = d.int(f"c{i}", sp.channels0 if i == 0 and sp.channels0 != (0, 0) else sp.channels, log=True)
             # The first block sees one input channel: a depthwise conv there saves nothing.
             sep = bool(d.cat(f"sep{i}", sp.separable, structural=True)) if i > 0 else False
-            convs.append(Conv(c, k, 1, 2 if i < n_pools else 1, k // 2, separable=sep))
+            convs.append(Conv(c, k, 1, 2 if i < n_pools else 1, k // 2 if same else 0, separable=sep))
         head = d.cat("head", sp.heads, structural=True)
         n_hidden = d.int("hidden_depth", sp.hidden_depth, structural=True)
         hidden = tuple(d.int(f"h{i}", sp.hidden_width, log=True) for i in range(n_hidden))
         bn = bool(d.cat("batch_norm", sp.batch_norm, structural=True))
-        spec = Spec("cnn", tuple(convs), hidden, act, bn, head)
+        try:
+            spec = Spec("cnn", tuple(convs), hidden, act, bn, head).with_data(in_shape, n_classes)
+        except MincapError as err:  # e.g. unpadded blocks that shrink the image to nothing: no training needed
+            trial.set_user_attr("stop_reason", f"not a network: {err}")
+            raise optuna.TrialPruned(str(err)) from None
     else:
         depth = d.int("mlp_depth", sp.mlp_depth, structural=True)
         hidden = tuple(d.int(f"m{i}", sp.mlp_width, log=True) for i in range(depth))
@@ -130,7 +138,8 @@ def preset_params(name: str, cfg: StudyConfig) -> dict[str, Any]:
     p: dict[str, Any] = {"family": spec.family, "activation": spec.activation}
     if spec.family == "cnn":
         p.update(conv_depth=len(spec.convs), pools=sum(c.pool > 1 for c in spec.convs), head=spec.head,
-                 hidden_depth=len(spec.hidden), batch_norm=spec.batch_norm)
+                 hidden_depth=len(spec.hidden), batch_norm=spec.batch_norm,
+                 padding="valid" if all(c.pad == 0 for c in spec.convs) else "same")
         for i, c in enumerate(spec.convs):
             p[f"k{i}"], p[f"c{i}"] = c.kernel, c.channels
             if i > 0:

@@ -91,8 +91,11 @@ def _retried_once(name: str):
     return method
 
 
-def lost_server_error(url: str, err: BaseException) -> MincapError:
-    """The one line a worker stops with when the server stays away longer than `RECONNECT_S`."""
+def lost_server_error(url: str, err: BaseException) -> MincapError | None:
+    """The one line a worker stops with when the server stays away longer than `RECONNECT_S`
+    (None: `err` is something else)."""
+    if not (is_server(url) and connection_lost(err)):
+        return None
     shown = sa.engine.make_url(url).render_as_string(hide_password=True) if "://" in url else url
     first = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
     return MincapError(
@@ -107,9 +110,9 @@ class _RDBStorage(RDBStorage):
     `pool_pre_ping` renews connections that died while idle, but a query running when the
     server went down fails, and Optuna reports it as StorageInternalError: the trial that
     wrote it would FAIL. Each storage call cut off that way is run once more, in a new
-    session (the connect waits for the server: `_wait_for_restarts`). A cut-off is seen
-    before the commit is acknowledged, so the rare repeat of a write that did land shows up
-    as Optuna's usual "already set/finished" error, not as silent duplication.
+    session (the connect waits for the server: `_wait_for_restarts`). A write whose commit
+    landed just before the cut is repeated: an attribute is set again to the same value, a
+    new trial would be made twice (the second with the next number: none duplicated).
     Optuna's heartbeat thread ends at its first exception; a missed beat is skipped instead
     (the next one, an interval later, reconnects), so a training trial never looks dead.
     """

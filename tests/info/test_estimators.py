@@ -117,3 +117,16 @@ def test_kde_rel_is_scale_free_and_kde_is_not():
     assert [r["i_xt_bits"] for r in rel_a] == pytest.approx([r["i_xt_bits"] for r in rel_b], abs=1e-5)
     abs_a, abs_b = layer_mi(t, y, "kde"), layer_mi(scaled, y, "kde")
     assert abs_b[0]["i_xt_bits"] > abs_a[0]["i_xt_bits"] + 0.1  # wider spread, same noise: more bits
+
+
+@pytest.mark.parametrize("name", ["tiny", "sep-700", "pytorch-example-2016"])
+def test_one_layer_per_block(name):
+    from mincap.models import PRESETS
+
+    spec = PRESETS[name]
+    torch.manual_seed(0)
+    layers = layer_activations(build(spec), torch.randint(0, 256, (5, *spec.in_shape), dtype=torch.uint8))
+    names = [lay.name for lay in layers]
+    assert names == [f"conv{i + 1}" for i in range(len(spec.convs))] + [f"fc{i + 1}" for i in range(len(spec.hidden))] + [
+        "logits"]
+    assert layers[-1].values.shape == (5, spec.n_classes)

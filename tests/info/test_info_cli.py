@@ -80,13 +80,24 @@ def test_spearman_and_the_generated_section(tmp_path):
 def test_the_report_carries_the_stored_info_section(tmp_path):
     from mincap.results.markdown import _info_section
 
-    assert _info_section(tmp_path) == []  # no `mincap info --ladder` run: no section
+    rungs = [{"source": str(tmp_path / "ladder" / "k2.summary.json")}]
+    assert _info_section(rungs, tmp_path / "elsewhere") == []  # no `mincap info --ladder` run: no section
     cols = {"i_xt_last_bits": 4.5, "i_ty_last_bits": 2.25, "last_layer": "conv2", "mean_next_bits": 3.0}
     row = {"dataset": "mnist-k2", "trial": 14, "artifact_bits": 1072, "n_layers": 3, "n_samples": 1000,
            "ceiling_xt_bits": 9.97, "h_y_bits": 1.0, "columns": {e: dict(cols) for e in ("bin", "kde", "kde-rel")}}
     (tmp_path / "info").mkdir()
     (tmp_path / "info" / "ladder.json").write_text(json.dumps(
         {"bins": 30, "noise_var": 0.1, "command": "mincap info --ladder", "rows": [row]}))
-    text = "\n".join(_info_section(tmp_path))
+    text = "\n".join(_info_section(rungs, tmp_path / "elsewhere"))  # found from the summary's folder
     assert "| mnist-k2 (14) | 1,072 | 3 | 1000 | 9.97 | 1.00 | 4.50 | 2.25 | 3.00 |" in text
     assert BEGIN in text and END in text
+
+
+def test_a_moved_study_is_found_beside_its_summary(tmp_path):
+    from mincap.info.ladder import study_file
+
+    (tmp_path / "history").mkdir()
+    summary = tmp_path / "history" / "s.summary.json"
+    assert study_file(summary, "studies/s.toml") == Path("studies/s.toml")  # nothing beside it
+    (tmp_path / "history" / "s.toml").write_text("")
+    assert study_file(summary, "studies/s.toml") == tmp_path / "history" / "s.toml"

@@ -67,7 +67,8 @@ def test_readme_plot_commands_on_a_fresh_clone_lose_nothing(tmp_path, monkeypatc
     monkeypatch.setattr(summary, "final_test_accuracy", no_test_set)
     committed = {p: json.loads(p.read_text()) for p in sorted(Path("studies").rglob("*.summary.json"))}
     assert len(committed) == 8
-    expected = ladder.ladder_info(ladder.load_rungs([], ["studies", "studies/ladder"]), "prequential", compute=False)
+    expected = ladder.ladder_info(ladder.load_rungs([], ["studies/history", "studies/ladder"]), "prequential",
+                                  compute=False)
     assert len(expected.points) == 5  # what the committed figure shows
     committed_rows = _rows(Path("studies/RESULTS.md"))
     for argv in [cmds[0], cmds[1]]:

@@ -14,7 +14,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from machines import free_port
 
 PROGRAMS = ("initdb", "pg_ctl", "postgres")
 
@@ -35,12 +35,6 @@ def _pg_bin() -> Path:
             return Path(cand)
     pytest.fail(f"PostgreSQL server programs ({', '.join(PROGRAMS)}) not found on PATH or in "
                 f"/usr/lib/postgresql/*/bin: install PostgreSQL >= 13 to run the many-machines tests")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -39,6 +40,12 @@ def write_study(folder: Path, name: str = "many", *, limit: int = 400, epochs: i
     f = folder / f"{name}.toml"
     f.write_text(SMALL_STUDY.format(name=name, limit=limit, epochs=epochs))
     return f
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def mincap_cmd(*args: str) -> list[str]:

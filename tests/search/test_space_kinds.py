@@ -4,6 +4,7 @@ import optuna
 import pytest
 
 from mincap.errors import MincapError
+from mincap.models import PRESETS
 from mincap.search import preset_params, sample_trial
 from mincap.search.batched import ask_group
 from mincap.study import parse_study
@@ -39,11 +40,13 @@ def test_separable_flags_are_structural_for_batched_groups():
     assert len({tuple(c.separable for c in spec.convs) for _, spec, _, _ in group}) == 1
 
 
-def test_seed_presets_reproduce_separable_blocks_and_take_the_first_path():
-    cfg = parse_study({"space": {**SPACE, "conv_depth": [5, 5], "channels": [4, 16]}})
-    trial = optuna.trial.FixedTrial(preset_params("sep-700", cfg))
+@pytest.mark.parametrize("preset", ["sep-700", "sep-1.8k"])
+def test_seed_presets_reproduce_separable_valid_blocks_and_take_the_first_path(preset):
+    cfg = parse_study({"space": {**SPACE, "conv_depth": [5, 5], "channels": [4, 16], "pools": [1, 2],
+                                 "padding": ["same", "valid"]}})
+    trial = optuna.trial.FixedTrial(preset_params(preset, cfg))
     spec, _, comp = sample_trial(trial, cfg, (1, 28, 28), 10)
-    assert [c.separable for c in spec.convs] == [False, True, True, True, True]
+    assert spec.convs == PRESETS[preset].convs
     assert comp.path == SPACE["paths"][0] and comp.quantizer == "max"
 
 
