@@ -173,6 +173,7 @@ def _cmd_train_compressed(args, splits, spec, cfg, device, teacher) -> int:
                     artifact.write(f"{args.path_dir}/step{s.index}.mincap", s.artifact)
             if chosen is None:
                 if args.json:  # the record of every step still comes out; no artifact is written
+                    out.update(train_time_s=round(path.train_time_s, 3), history=_history(path.history))
                     print(json.dumps(out))
                 else:
                     for s in path.steps:
