@@ -252,7 +252,7 @@ def export(model: nn.Module, spec: Spec) -> bytes:
     import torch.nn as nn
 
     from mincap.artifact import CompactSide, LayerCodes, encode
-    from mincap.quant import QuantSpec, _quantizer, quant_layers, quantize_tensor, set_fake_quant
+    from mincap.quant import QuantSpec, quant_layers, quantize_tensor, quantizer_of, set_fake_quant
 
     spec = pruned_spec(model, spec)
     set_fake_quant(model, False)  # layer.weight is now the (masked) latent weight
@@ -261,7 +261,7 @@ def export(model: nn.Module, spec: Spec) -> bytes:
     layers = []
     with torch.no_grad():
         for layer in quant_layers(model):
-            fq = _quantizer(layer)
+            fq = quantizer_of(layer)
             q = None if fq is None else QuantSpec(fq.bits, fq.q.per_channel, fq.q.symmetric, fq.q.method)
             learned = fq.scale(layer.weight.detach()).float().cpu() if q is not None and q.method == "lsq" else None
             w = layer.weight.detach().float().cpu()
