@@ -43,7 +43,7 @@ from mincap.config import CRITERIA, CompressConfig, TrainConfig
 from mincap.data import Splits
 from mincap.errors import MincapError
 from mincap.models import Spec, build, prepare
-from mincap.quant import QuantSpec, _quantizer, quant_layers, quantize_tensor, set_fake_quant
+from mincap.quant import QuantSpec, quant_layers, quantize_tensor, quantizer_of, set_fake_quant
 from mincap.train import evaluate, init_model, train
 
 __all__ = [
@@ -194,7 +194,7 @@ def export(model: nn.Module, spec: Spec) -> bytes:
     layers = []
     with torch.no_grad():
         for layer in quant_layers(model):
-            fq = _quantizer(layer)
+            fq = quantizer_of(layer)
             q = None if fq is None else QuantSpec(fq.bits, fq.q.per_channel, fq.q.symmetric, fq.q.method)
             learned = fq.scale(layer.weight.detach()).float().cpu() if q is not None and q.method == "lsq" else None
             w = layer.weight.detach().float().cpu()

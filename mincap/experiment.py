@@ -173,6 +173,7 @@ def _compressed(exp: Experiment, splits, spec, device, teacher, on_epoch, out: d
         for s in path.steps:
             artifact.write(f"{exp.path_dir}/step{s.index}.mincap", s.artifact)
     if chosen is None:
+        out.update(train_time_s=round(path.train_time_s, 3), history=_history(path.history))
         raise NoStepReachesTarget(f"no step of the path reaches --target {exp.target} on validation "
                                   f"(best {max(s.val_acc for s in path.steps):.4f}); nothing written", out)
     dec = decode(chosen.artifact)

@@ -30,7 +30,7 @@ from mincap.config import CompressConfig, TrainConfig, parse_steps
 from mincap.data import Splits
 from mincap.errors import MincapError
 from mincap.models import Spec
-from mincap.quant import _quantizer, quant_layers
+from mincap.quant import quant_layers, quantizer_of
 from mincap.train import evaluate
 
 __all__ = ["PathResult", "PathStep", "compression_path", "parse_steps"]
@@ -102,7 +102,7 @@ def compression_path(spec: Spec, splits: Splits, train_cfg: TrainConfig, comp: C
         data = export(model, spec)
         dec = decode(data)
         acc, _ = evaluate(dec.model.to(device), splits.val, batch_size=train_cfg.eval_batch_size)
-        widths = [0 if (fq := _quantizer(m)) is None else fq.bits for m in quant_layers(model)]
+        widths = [0 if (fq := quantizer_of(m)) is None else fq.bits for m in quant_layers(model)]
         return PathStep(index, desc, dec.size["artifact_bits"], acc, data, widths, removed, sparsity,
                         dec.size["n_params"], dec.size["n_nonzero"], round(time.perf_counter() - t_step, 3))
 
@@ -118,7 +118,7 @@ def compression_path(spec: Spec, splits: Splits, train_cfg: TrainConfig, comp: C
             b = step["bits"]
             if len(b) == 1:
                 bits = {i: min(b[0], fq.q.bits) for i, m in enumerate(quant_layers(model))
-                        if (fq := _quantizer(m)) is not None}
+                        if (fq := quantizer_of(m)) is not None}
             elif len(b) == n_layers:
                 bits = dict(enumerate(b))
             else:

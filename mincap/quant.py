@@ -73,6 +73,7 @@ __all__ = [
     "mse_scale",
     "quant_layers",
     "quantize_tensor",
+    "quantizer_of",
     "set_fake_quant",
     "set_fake_quant_bits",
 ]
@@ -255,7 +256,7 @@ def attach_fake_quant(model: nn.Module, specs: list, *, enabled: bool = False) -
         if q is None:
             continue
         w = layer.weight
-        n_scales = w.shape[0] if q_of(q).per_channel else 1
+        n_scales = w.shape[0] if _q_of(q).per_channel else 1
         n_per_scale = w.numel() // n_scales
         if isinstance(q, QuantSpec):
             fq = FakeQuant(q, n_scales, n_per_scale).to(w.device)
@@ -269,12 +270,12 @@ def attach_fake_quant(model: nn.Module, specs: list, *, enabled: bool = False) -
         parametrize.register_parametrization(layer, "weight", fq)
 
 
-def q_of(entry) -> QuantSpec:
+def _q_of(entry) -> QuantSpec:
     """The `QuantSpec` of a spec or of a quantizer module."""
     return entry if isinstance(entry, QuantSpec) else entry.q
 
 
-def _quantizer(layer):
+def quantizer_of(layer):
     if parametrize.is_parametrized(layer, "weight"):
         for p in layer.parametrizations.weight:
             if hasattr(p, "q"):
@@ -284,7 +285,7 @@ def _quantizer(layer):
 
 def set_fake_quant(model: nn.Module, enabled: bool) -> None:
     for layer in quant_layers(model):
-        fq = _quantizer(layer)
+        fq = quantizer_of(layer)
         if fq is not None:
             fq.enabled = enabled
 
@@ -295,7 +296,7 @@ def set_fake_quant_bits(model: nn.Module, bits_of) -> None:
     A learned step is re-initialized (MSE-optimal) when its width changes.
     """
     for layer in quant_layers(model):
-        fq = _quantizer(layer)
+        fq = quantizer_of(layer)
         if fq is None:
             continue
         b = max(fq.q.bits, min(8, int(bits_of(fq.q))))
@@ -306,7 +307,7 @@ def set_fake_quant_bits(model: nn.Module, bits_of) -> None:
 
 def layer_scale(layer):
     """The scales (C,) or (1,) the layer's quantizer uses now on its latent weight (None: float)."""
-    fq = _quantizer(layer)
+    fq = quantizer_of(layer)
     return None if fq is None else fq.scale(latent_weight(layer).detach())
 
 
@@ -319,7 +320,7 @@ def detach_quantizers(model: nn.Module) -> list:
     """
     out = []
     for layer in quant_layers(model):
-        fq = _quantizer(layer)
+        fq = quantizer_of(layer)
         out.append(fq)
         if parametrize.is_parametrized(layer, "weight"):
             with torch.no_grad():  # masked weights become 0 in the latent weight, so a later mask keeps them out

@@ -119,8 +119,8 @@ def _cmd_summary(args) -> int:
     cfg = _study_cfg(args)
     study = open_study(cfg, url=args.storage, create=False)
     s = summarize(study, target=cfg.study.target, dataset=cfg.study.dataset,
-                  read_artifact=partial(artifact_bytes, cfg, url=args.storage), data_dir=args.data_dir, evaluate_test=not args.no_test, replicates=args.replicates,
-                  study_cfg=cfg)
+                  read_artifact=partial(artifact_bytes, cfg, url=args.storage), data_dir=args.data_dir,
+                  evaluate_test=not args.no_test, replicates=args.replicates, study_cfg=cfg)
     if args.json:
         print(json.dumps(s))
     else:

@@ -38,7 +38,7 @@ def add_train(sub) -> None:
     g.add_argument("--teacher", default=None, metavar="ARCH",
                    help="distill from this teacher (a preset or JSON spec), trained once per dataset/split/recipe "
                         "on the train split and cached")
-    g.add_argument("--teacher-epochs", type=int, default=15)
+    g.add_argument("--teacher-epochs", type=int, default=15, help="the teacher's training epochs (default: 15)")
     g.add_argument("--distill-weight", type=float, default=0.5, help="weight of the soft targets (default: 0.5)")
     g.add_argument("--distill-temperature", type=float, default=d["distill_temperature"])
     _add_compress_args(p)
@@ -70,7 +70,7 @@ def _add_compress_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--prune-steps", type=int, default=d["prune_steps"])
     g.add_argument("--prune-criterion", choices=CRITERIA, default=d["prune_criterion"])
     g.add_argument("--finetune-epochs", type=int, default=d["prune_finetune_epochs"],
-                   help="fine-tuning epochs after each pruning step and after sparsifying")
+                   help="fine-tuning epochs after each pruning step, after sparsifying and after each --path step")
     g.add_argument("--sparsity", type=float, default=d["sparsity"],
                    help="fraction of each layer's weights zeroed by magnitude (paid for in the file)")
     g.add_argument("--quantizer", choices=QUANTIZERS, default=d["quantizer"],

@@ -26,7 +26,7 @@ def setting_label(s: dict) -> str:
     if s["estimator"] == "bin":
         return f"binning, {s['bins']} bins"
     if s["estimator"].startswith("kde"):
-        rel = " (relative)" if s["estimator"] == "kde-rel" else ""
+        rel = " x layer spread" if s["estimator"] == "kde-rel" else ""
         return f"KDE upper bound, noise var {s['noise_var']:g}{rel}"
     return "exact (plug-in on the sample)"
 
@@ -34,12 +34,21 @@ def setting_label(s: dict) -> str:
 def _panel(ax, traj: dict, s: dict) -> None:
     epochs = np.array(traj["epochs"])
     xt, ty = np.array(s["i_xt_bits"]), np.array(s["i_ty_bits"])
+    single = len(epochs) == 1  # one network, no training: dark points, each named
     norm = LogNorm(vmin=1, vmax=max(2, epochs.max()))
-    ramp = 0.25 + 0.75 * norm(np.maximum(epochs, 1))  # epoch 0 drawn as the lightest point
+    ramp = np.array([0.8]) if single else 0.25 + 0.75 * norm(np.maximum(epochs, 1))  # epoch 0 lightest
     for k, name in enumerate(traj["layers"]):
         cmap = colormaps[LAYER_CMAPS[k % len(LAYER_CMAPS)]]
         ax.plot(xt[:, k], ty[:, k], color=cmap(0.6), lw=0.8, alpha=0.6, zorder=1)
-        ax.scatter(xt[:, k], ty[:, k], c=cmap(ramp), s=18, edgecolors="none", zorder=2, label=name)
+        ax.scatter(xt[:, k], ty[:, k], c=cmap(ramp), s=40 if single else 18, edgecolors="none", zorder=3,
+                   label=name)
+    if single:  # layers on the same point (the ceiling, typically) share one label
+        at: dict[tuple[float, float], list[str]] = {}
+        for k, name in enumerate(traj["layers"]):
+            at.setdefault((round(xt[0, k], 2), round(ty[0, k], 2)), []).append(name)
+        for (x, y), names in at.items():
+            ax.annotate(", ".join(names), (x, y), xytext=(-4, -10), textcoords="offset points", ha="right",
+                        fontsize=7)
     ax.axvline(traj["ceiling_xt_bits"], ls="--", color="k", lw=0.8)
     ax.axhline(traj["h_y_bits"], ls="--", color="k", lw=0.8)
     ax.text(0.02, 0.97, f"N = {traj['n_samples']}: I(X;T) <= log2 N = {traj['ceiling_xt_bits']:.2f}\n"
@@ -66,7 +75,8 @@ def plane_figure(traj: dict, path: str | Path, *, settings: list[dict] | None = 
         ax.set_visible(False)
     handles = [axes.flat[0].scatter([], [], color=colormaps[LAYER_CMAPS[k % len(LAYER_CMAPS)]](0.8), label=name)
                for k, name in enumerate(traj["layers"])]
-    fig.legend(handles=handles, loc="outside right center", title="layer\n(light: early,\n dark: late)", fontsize=8)
+    ramp_note = "" if len(traj["epochs"]) == 1 else "\n(light: early,\n dark: late)"
+    fig.legend(handles=handles, loc="outside right center", title="layer" + ramp_note, fontsize=8)
     if traj.get("accuracy"):
         acc = traj["accuracy"][-1]
         title += (f"\nepochs 0..{traj['epochs'][-1]} (log-spaced points), final val acc {100 * acc['val_acc']:.1f}%, "

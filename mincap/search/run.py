@@ -27,8 +27,9 @@ from mincap.errors import MincapError, Terminated, raise_terminated
 from mincap.search.batched import optimize_batched
 from mincap.search.monitor import SearchMonitor
 from mincap.search.objective import Objective
+from mincap.search.server import lost_server_error
 from mincap.search.space import preset_params
-from mincap.search.storage import artifact_store, lost_server_error, open_study
+from mincap.search.storage import artifact_store, open_study
 from mincap.study import StudyConfig
 from mincap.train import available_cores, pick_device, setup_threads
 

@@ -7,9 +7,8 @@ URL works (`postgresql+psycopg://user@host/db` with `mincap[postgres]`, `mysql:/
 path ending in `.log` or `.journal` selects Optuna's JournalFileBackend, for clusters with
 a shared filesystem and no database server (no heartbeats there: Optuna has them on RDB only).
 
-Many machines on one server: connections are tested as they leave the pool
-(`pool_pre_ping`), and once a worker has connected, a failed connect (the server
-restarting) is retried for up to `RECONNECT_S` before the worker gives up.
+Many machines on one server: the storage rides out a server restart
+(`mincap.search.server`).
 
 A worker killed with SIGKILL leaves a RUNNING trial whose heartbeat stops; the next
 worker on the study fails it and re-queues a copy (`RetryHeartbeatStaleTrialCallback`).
@@ -25,8 +24,6 @@ from the URL and the study name alone.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import os
 import time
 import warnings
 from pathlib import Path
@@ -37,125 +34,23 @@ import sqlalchemy as sa
 import tomllib
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.artifacts.exceptions import ArtifactNotFound
-from optuna.storages import (
-    BaseStorage,
-    JournalStorage,
-    RDBStorage,
-    RetryHeartbeatStaleTrialCallback,
-)
+from optuna.storages import JournalStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
 from sqlalchemy import event
 
 from mincap.errors import MincapError
 from mincap.search.artifact_db import RDBArtifactStore
+from mincap.search.server import ResilientRDBStorage, is_server, server_engine, wait_for_restarts
 from mincap.study import StudyConfig, parse_study
 
-__all__ = ["RECONNECT_S", "artifact_bytes", "artifact_store", "connection_lost", "is_journal", "is_server",
-           "lost_server_error", "make_sampler", "make_storage", "open_study", "stored_config"]
+__all__ = ["artifact_bytes", "artifact_store", "is_journal", "make_sampler", "make_storage", "open_study",
+           "stored_config"]
 
-# How long a connected worker waits for a restarting database server (the tests shorten it).
-RECONNECT_S = float(os.environ.get("MINCAP_RECONNECT_S", "120"))
 CONFIG_ATTR = "mincap_study_file"  # study user attribute: the text of the study file that made it
 
 
 def is_journal(url: str) -> bool:
     return url.endswith((".log", ".journal")) and "://" not in url
-
-
-def is_server(url: str) -> bool:
-    """A database server (PostgreSQL, MySQL, ...): machines share nothing but this URL."""
-    return "://" in url and not url.startswith("sqlite")
-
-
-def connection_lost(err: BaseException) -> bool:
-    """Whether `err` (or what caused it) is a connection lost mid-query, as a server restart does."""
-    while err is not None:
-        if isinstance(err, (sa.exc.OperationalError, sa.exc.PendingRollbackError)):
-            return True
-        err = err.__cause__ or err.__context__
-    return False
-
-
-def _retried_once(name: str):
-    base = getattr(RDBStorage, name)
-
-    @functools.wraps(base)
-    def method(self, *args, **kwargs):
-        try:
-            return base(self, *args, **kwargs)
-        except optuna.exceptions.StorageInternalError as err:
-            if not connection_lost(err):
-                raise
-            return base(self, *args, **kwargs)  # a new session, on a connection the pool re-made
-
-    return method
-
-
-def lost_server_error(url: str, err: BaseException) -> MincapError | None:
-    """The one line a worker stops with when the server stays away longer than `RECONNECT_S`
-    (None: `err` is something else)."""
-    if not (is_server(url) and connection_lost(err)):
-        return None
-    shown = sa.engine.make_url(url).render_as_string(hide_password=True) if "://" in url else url
-    first = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
-    return MincapError(
-        f"storage {shown}: the database server did not come back within {RECONNECT_S:.0f} s ({first.strip()[:120]}); "
-        f"this worker stops. Its running trial fails and is retried once its heartbeat is older than the grace "
-        f"period; start the worker again when the server is back", exit_code=1)
-
-
-class _RDBStorage(RDBStorage):
-    """Optuna's RDBStorage that rides out a database server restart.
-
-    `pool_pre_ping` renews connections that died while idle, but a query running when the
-    server went down fails, and Optuna reports it as StorageInternalError: the trial that
-    wrote it would FAIL. Each storage call cut off that way is run once more, in a new
-    session (the connect waits for the server: `_wait_for_restarts`). A write whose commit
-    landed just before the cut is repeated: an attribute is set again to the same value, a
-    new trial would be made twice (the second with the next number: none duplicated).
-    Optuna's heartbeat thread ends at its first exception; a missed beat is skipped instead
-    (the next one, an interval later, reconnects), so a training trial never looks dead.
-    """
-
-    def record_heartbeat(self, trial_id: int) -> None:
-        try:
-            super().record_heartbeat(trial_id)
-        except (optuna.exceptions.StorageInternalError, sa.exc.SQLAlchemyError):
-            pass
-
-
-# The public storage API, and the private calls Optuna's _CachedStorage makes in its place.
-_CALLS = [n for n in dir(BaseStorage) if not n.startswith("_") and n != "remove_session"]
-for _name in [*_CALLS, "_create_new_trial", "_get_best_trial_id", "_get_stale_trial_ids", "_get_trials",
-              "_set_trial_param"]:
-    setattr(_RDBStorage, _name, _retried_once(_name))
-
-
-def _wait_for_restarts(engine, *, connected: bool = False) -> None:
-    """Once connected, retry a failed connect for up to `RECONNECT_S` (a server restart)
-    instead of failing the trial; a wrong URL or a server never reached still fails at once.
-    `connected`: the engine has already reached the server (its first connections predate
-    this listener)."""
-    connected = [connected]
-
-    @event.listens_for(engine, "do_connect")
-    def _connect(dialect, _record, cargs, cparams):
-        deadline = time.monotonic() + RECONNECT_S
-        while True:
-            try:
-                conn = dialect.connect(*cargs, **cparams)
-                connected[0] = True
-                return conn
-            except dialect.loaded_dbapi.OperationalError:
-                if not connected[0] or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-
-
-def _server_engine(url: str):
-    engine = sa.create_engine(url, pool_pre_ping=True)
-    _wait_for_restarts(engine)
-    return engine
 
 
 def make_storage(cfg: StudyConfig, url: str | None = None):
@@ -173,7 +68,7 @@ def make_storage(cfg: StudyConfig, url: str | None = None):
     # on a second try.
     for attempt in range(4):
         try:
-            storage = _RDBStorage(
+            storage = ResilientRDBStorage(
                 url,
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=cfg.storage.heartbeat_interval_s,
@@ -183,7 +78,7 @@ def make_storage(cfg: StudyConfig, url: str | None = None):
             if url.startswith("sqlite"):
                 _serialize_sqlite(storage.engine)
             else:
-                _wait_for_restarts(storage.engine, connected=True)
+                wait_for_restarts(storage.engine, connected=True)
             return storage
         except Exception as err:  # noqa: BLE001 - sqlalchemy raises many kinds for a bad file/URL
             msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -270,7 +165,9 @@ def stored_config(url: str, name: str) -> StudyConfig:
         raise MincapError(f"study {name!r} in {url} keeps no study file (made by an older mincap or in code): "
                           f"give its study file")
     cfg = parse_study(tomllib.loads(text), path="")
-    return dataclasses.replace(cfg, storage=dataclasses.replace(cfg.storage, url=url))
+    # The name asked for: a study made with `--study NAME` keeps a file naming another.
+    return dataclasses.replace(cfg, study=dataclasses.replace(cfg.study, name=name),
+                               storage=dataclasses.replace(cfg.storage, url=url))
 
 
 def _artifact_dirs(cfg: StudyConfig, url: str) -> list[Path]:
@@ -291,7 +188,7 @@ def artifact_store(cfg: StudyConfig, url: str | None = None):
     database on a server storage, else a folder beside the storage file (see `_artifact_dirs`)."""
     url = url or cfg.storage_url
     if is_server(url):
-        return RDBArtifactStore(_server_engine(url))
+        return RDBArtifactStore(server_engine(url))
     folder = _artifact_dirs(cfg, url)[0]
     folder.mkdir(parents=True, exist_ok=True)
     return FileSystemArtifactStore(str(folder))
@@ -304,7 +201,7 @@ def artifact_bytes(cfg: StudyConfig, trial, url: str | None = None) -> bytes:
     if not artifact_id:
         raise MincapError(f"trial {trial.number} of {cfg.study.name!r} has no artifact (not complete?)")
     url = url or cfg.storage_url
-    stores = [RDBArtifactStore(_server_engine(url))] if is_server(url) else []
+    stores = [RDBArtifactStore(server_engine(url))] if is_server(url) else []
     dirs = _artifact_dirs(cfg, url)
     stores += [FileSystemArtifactStore(str(d)) for d in dirs if d.is_dir()]
     for store in stores:

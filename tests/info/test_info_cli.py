@@ -101,3 +101,13 @@ def test_a_moved_study_is_found_beside_its_summary(tmp_path):
     assert study_file(summary, "studies/s.toml") == Path("studies/s.toml")  # nothing beside it
     (tmp_path / "history" / "s.toml").write_text("")
     assert study_file(summary, "studies/s.toml") == tmp_path / "history" / "s.toml"
+
+
+def test_info_on_a_study_trial(mnist_root, capsys):
+    study = ARTIFACT.parents[1] / "ladder" / "mnist-k2.toml"
+    rc = main(["info", str(study), "--trial", "14", "--json", "--samples", "64", "--estimators", "exact",
+               "--data-dir", str(mnist_root)])
+    rows = json.loads(capsys.readouterr().out)
+    assert rc == 0 and [r["layer"] for r in rows] == ["conv1", "conv2", "logits"]
+    assert all(r["i_ty_bits"] <= 1.0 + 1e-9 for r in rows)  # two classes: H(Y) <= 1 bit
+    assert main(["info", str(study), "--trial", "9999", "--data-dir", str(mnist_root)]) == 2

@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 from machines import mincap_cmd, run_env, trials_of, wait_for, write_study
 
-from mincap.search import storage as storage_mod
+from mincap.search import server as server_mod
 from mincap.search.storage import open_study
 from mincap.study import StudyConfig
 
@@ -190,7 +190,7 @@ def test_server_gone_for_good_worker_stops_with_one_line(tmp_path, pg_url, pg_se
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 def test_a_missed_heartbeat_does_not_end_the_heartbeat(pg_url, pg_server, monkeypatch):
     """Optuna's heartbeat thread stops at its first exception; with the server away, the beat is skipped."""
-    monkeypatch.setattr(storage_mod, "RECONNECT_S", 0.5)
+    monkeypatch.setattr(server_mod, "RECONNECT_S", 0.5)
     study = open_study(StudyConfig(), url=pg_url)
     trial = study.ask()
     pg_server.stop()
