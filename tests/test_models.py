@@ -66,7 +66,7 @@ def test_parse_arch_unknown_name():
 
 @pytest.mark.parametrize("text,says", [
     ('{"family":"cnn","convs":[["a",3,1,1,1]]}', "conv 0 channels must be whole numbers, got 'a'"),
-    ('{"family":"cnn","convs":[[8,3]]}', "conv 0 must be [channels, kernel, stride, pool, pad], got [8, 3]"),
+    ('{"family":"cnn","convs":[[8,3]]}', "conv 0 must be [channels, kernel, stride, pool, pad] or with a sixth"),
     ('{"family":"cnn","convs":[[8,3,1,true,1]]}', "conv 0 pool must be whole numbers, got True"),
     ('{"family":"mlp","hidden":[4.5]}', "hidden must be whole numbers, got 4.5"),
     ('{"family":"mlp","hidden":[8],"in_shape":[28,28]}', "in_shape must be [channels, height, width]"),
