@@ -109,3 +109,16 @@ def test_old_hand_built_artifact_is_below_the_99_percent_rule(mnist_root, capsys
     assert out["artifact_bits"] == 8 * OLD.stat().st_size == 15_640
     assert out["n_val"] == 5000 and out["split_seed"] == 0
     assert abs(out["val_acc"] - 0.9894) < 1e-4 and out["val_acc"] < 0.99
+
+
+def test_separable_artifact_is_a_99_percent_network_by_the_rule(mnist_root, capsys):
+    """studies/artifacts/sep20-99.mincap: 12,104 bits, 99.04% on the studies' validation split."""
+    from mincap.cli import main
+
+    f = ARTIFACTS / "sep20-99.mincap"
+    assert main(["verify", str(f), "--data-dir", str(mnist_root), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["artifact_bits"] == 8 * f.stat().st_size == 12_104
+    assert out["n_val"] == 5000 and out["split_seed"] == 0
+    assert out["val_acc"] >= 0.99 and abs(out["val_acc"] - 0.9904) < 1e-4
+    assert sum(c[5:] == [1] for c in out["spec"]["convs"]) == 4  # four separable blocks
