@@ -23,8 +23,8 @@ from mincap.search.storage import open_study
 from mincap.study import StudyConfig
 
 
-def _search(folder, url, trials, mnist_root, *extra, env=None):
-    f = write_study(folder)  # each machine its own copy of the study file
+def _search(folder, url, trials, mnist_root, *extra, env=None, epochs=1):
+    f = write_study(folder, epochs=epochs)  # each machine its own copy of the study file
     cmd = mincap_cmd("search", str(f), "--storage", url, "--trials", str(trials), "--no-progress", *extra)
     return subprocess.Popen(cmd, cwd=folder, env={**run_env(mnist_root), **(env or {})}, stderr=subprocess.PIPE,
                             text=True)
@@ -73,12 +73,14 @@ def test_two_machines_then_a_third_exports_and_verifies(tmp_path, pg_url, mnist_
 
 
 def test_killed_worker_trial_fails_and_is_retried_with_its_parameters(tmp_path, pg_url, mnist_root):
-    a = _search(tmp_path / "a", pg_url, 20, mnist_root)
+    # Four epochs a trial: the victim is picked mid-training (epoch < epochs), so it cannot finish in the
+    # moment between being picked and the kill (with one epoch it did, once, under load).
+    a = _search(tmp_path / "a", pg_url, 20, mnist_root, epochs=4)
     try:
         def running_a():
             mine = [t for t in trials_of(pg_url) if t.user_attrs.get("worker", "").endswith(f":{a.pid}")]
             done = [t for t in mine if t.state.name == "COMPLETE"]
-            live = [t for t in mine if t.state.name == "RUNNING" and t.user_attrs.get("progress")]
+            live = [t for t in mine if t.state.name == "RUNNING" and (p := t.user_attrs.get("progress")) and p[0] < p[1]]
             return live[0] if done and live else None
 
         victim = wait_for(running_a, 240, step_s=0.1)
