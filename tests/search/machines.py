@@ -10,14 +10,17 @@ from pathlib import Path
 
 import optuna
 
-SMALL_STUDY = """
+# The tiny study every search test uses (tests/search/test_search.py formats it too).
+STUDY = """
 [study]
 name = "{name}"
-target = 0.6
-seeds = []
+target = {target}
+seeds = {seeds}
 [data]
 n_val = 1000
 limit = {limit}
+[budget]
+trials = 2
 [storage]
 heartbeat_interval_s = 1
 grace_period_s = 2
@@ -38,7 +41,8 @@ def write_study(folder: Path, name: str = "many", *, limit: int = 400, epochs: i
     """A tiny study file (an MLP on `limit` MNIST images) in `folder`: each simulated machine gets its own copy."""
     folder.mkdir(parents=True, exist_ok=True)
     f = folder / f"{name}.toml"
-    f.write_text(SMALL_STUDY.format(name=name, limit=limit, epochs=epochs))
+    # No seed preset: machines starting together could both enqueue it.
+    f.write_text(STUDY.format(name=name, target=0.6, seeds="[]", limit=limit, epochs=epochs))
     return f
 
 

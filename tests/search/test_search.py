@@ -9,6 +9,7 @@ import time
 
 import optuna
 import pytest
+from machines import STUDY
 
 from mincap import search
 from mincap.cli import main
@@ -16,35 +17,10 @@ from mincap.errors import NonFiniteLoss
 from mincap.search import run as search_run
 from mincap.study import load_study_file
 
-STUDY = """
-[study]
-name = "{name}"
-target = {target}
-seeds = ["mlp-32"]
-[data]
-n_val = 1000
-limit = {limit}
-[budget]
-trials = 2
-[storage]
-heartbeat_interval_s = 1
-grace_period_s = 2
-[space]
-families = ["mlp"]
-mlp_depth = [1, 1]
-mlp_width = [8, 32]
-bits = [3, 6]
-prune_ratio = [0.0, 0.0]
-epochs = [{epochs}, {epochs}]
-batch_size = [32, 64]
-lr = [0.005, 0.03]
-augment = [0, 0]
-"""
-
 
 def make_study(tmp_path, name="t", target=0.6, limit=500, epochs=1):
     f = tmp_path / f"{name}.toml"
-    f.write_text(STUDY.format(name=name, target=target, limit=limit, epochs=epochs))
+    f.write_text(STUDY.format(name=name, target=target, seeds='["mlp-32"]', limit=limit, epochs=epochs))
     return f
 
 
