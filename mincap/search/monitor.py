@@ -38,6 +38,8 @@ def trial_progress(prog: list | None) -> tuple[str, float | None]:
     if not prog:
         return "starting", None
     epoch, epochs, val = prog
+    if epoch == 0:
+        return f"training: epoch 1/{epochs} under way", 0.0
     if epoch > epochs:  # pruning / sparsity fine-tuning after the main run
         return f"fine-tuning epoch {epoch - epochs}  val {fmt_acc(val)}", 1.0
     return f"epoch {epoch}/{epochs}  val {fmt_acc(val)}", epoch / epochs

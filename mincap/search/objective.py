@@ -187,6 +187,7 @@ class Objective:
         trial.set_user_attr("spec", spec.to_json())
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # who ran it, on many machines
         trial.set_user_attr("n_params_initial", count_params(build(spec)))
+        trial.set_user_attr("progress", [0, train_cfg.epochs, None])  # the live table: training has begun
         rule = EarlyStopRule(self.cfg, self._feasible_curves(trial.study))
         return TrialRun(trial, rule, train_cfg.epochs, deadline=self.deadline)
 

@@ -64,6 +64,7 @@ def test_live_table_fine_tuning_and_remaining(tmp_path):
     text = render(mon._table(snap), width=140)
     assert "deadline reached, stopping running trials" in text and "0.0 min" not in text
     assert monitor.trial_progress([2, 4, 0.5]) == ("epoch 2/4  val 50.00%", 0.5)
+    assert monitor.trial_progress([0, 4, None]) == ("training: epoch 1/4 under way", 0.0)
 
 
 def test_timeout_stops_the_running_trial_at_the_deadline(tmp_path, mnist_root):
