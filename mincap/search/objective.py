@@ -243,7 +243,8 @@ class Objective:
             raise optuna.TrialPruned(run.deadline_hit)
         if run.saved_s is not None:
             trial.set_user_attr("stop_reason", f"early stop at epoch {len(curve)}")
-            trial.set_user_attr("early_stop_saved_s", round(run.saved_s, 1))
+            # Three decimals: on small data an epoch takes a few hundredths of a second.
+            trial.set_user_attr("early_stop_saved_s", round(run.saved_s, 3))
             trial.set_user_attr("early_stop_val_acc", curve[-1])
             raise optuna.TrialPruned(f"early stop at epoch {len(curve)}: val {curve[-1]:.4f}")
         size = res.size

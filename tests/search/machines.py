@@ -41,8 +41,10 @@ def write_study(folder: Path, name: str = "many", *, limit: int = 400, epochs: i
     """A tiny study file (an MLP on `limit` MNIST images) in `folder`: each simulated machine gets its own copy."""
     folder.mkdir(parents=True, exist_ok=True)
     f = folder / f"{name}.toml"
-    # No seed preset: machines starting together could both enqueue it.
-    f.write_text(STUDY.format(name=name, target=0.6, seeds="[]", limit=limit, epochs=epochs))
+    # No seed preset: machines starting together could both enqueue it. No early stopping: these
+    # tests are about machines, and a trial stopped early would race with the kills and restarts.
+    f.write_text(STUDY.format(name=name, target=0.6, seeds="[]", limit=limit, epochs=epochs)
+                 + "[early_stop]\nenabled = false\n")
     return f
 
 
