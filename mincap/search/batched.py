@@ -44,8 +44,20 @@ from mincap.study import StudyConfig
 __all__ = ["ask_group", "heartbeat_interval", "optimize_batched"]
 
 
-def ask_group(study, cfg: StudyConfig, in_shape: tuple[int, int, int], n_classes: int, k: int) -> list[tuple]:
-    """Ask `study` for up to `k` trials that share one layer structure: `[(trial, spec, TrainConfig, CompressConfig)]`.
+def _draw(study, trial, cfg: StudyConfig, in_shape, n_classes, structural: list[str] | None = None) -> tuple | None:
+    """`(trial, spec, TrainConfig, CompressConfig)`, or None when the draw is not a network
+    (`sample_trial` prunes it, e.g. unpadded blocks that leave no pixels): it is told PRUNED here."""
+    try:
+        return (trial, *sample_trial(trial, cfg, in_shape, n_classes, structural=structural))
+    except optuna.TrialPruned:
+        study.tell(trial, state=TrialState.PRUNED)
+        return None
+
+
+def ask_group(study, cfg: StudyConfig, in_shape: tuple[int, int, int], n_classes: int,
+              k: int) -> tuple[list[tuple], int]:
+    """Ask `study` for up to `k` trials that share one layer structure: `([(trial, spec, TrainConfig,
+    CompressConfig)], number of draws pruned untrained)`.
 
     The first trial is sampled freely; the other k-1 are enqueued with its structural
     parameters (those `sample_trial` marks structural: family, depths, kernels, batch size, ...) fixed
@@ -59,17 +71,16 @@ def ask_group(study, cfg: StudyConfig, in_shape: tuple[int, int, int], n_classes
     # only the rest is filled with copies of the first trial's structure, so a search
     # leaves no enqueued trials of its own behind.
     waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-    first = study.ask()
     structural: list[str] = []
-    out = [(first, *sample_trial(first, cfg, in_shape, n_classes, structural=structural))]
-    fixed = {name: first.params[name] for name in structural}
+    first = _draw(study, study.ask(), cfg, in_shape, n_classes, structural)
+    if first is None:  # no structure to share: the caller asks again
+        return [], 1
+    fixed = {name: first[0].params[name] for name in structural}
     for _ in range(k - 1 - max(0, waiting - 1)):
         study.enqueue_trial(fixed)
-    for _ in range(k - 1):
-        t = study.ask()
-        spec, tcfg, comp = sample_trial(t, cfg, in_shape, n_classes)
-        out.append((t, spec, tcfg, comp))
-    return out
+    drawn = [_draw(study, study.ask(), cfg, in_shape, n_classes) for _ in range(k - 1)]
+    out = [first, *(d for d in drawn if d is not None)]
+    return out, k - len(out)
 
 
 def heartbeat_interval(storage) -> int | None:
@@ -131,7 +142,10 @@ def optimize_batched(study, objective: Objective, *, n_trials: int | None, timeo
         if heartbeats:
             optuna.storages.fail_stale_trials(study)
         k = group_size if n_trials is None else min(group_size, n_trials - n_done)
-        group = ask_group(study, objective.cfg, splits.in_shape, splits.n_classes, k)
+        group, n_pruned = ask_group(study, objective.cfg, splits.in_shape, splits.n_classes, k)
+        n_done += n_pruned
+        if not group:
+            continue
         trials = [g[0] for g in group]
         with _Heartbeat(storage, trials) as beat:
             try:

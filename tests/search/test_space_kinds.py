@@ -36,8 +36,19 @@ def test_draws_use_every_kind_and_bits_match_the_layers():
 
 def test_separable_flags_are_structural_for_batched_groups():
     cfg = parse_study({"space": SPACE})
-    group = ask_group(_study(3), cfg, (1, 28, 28), 10, 3)
+    group, n_pruned = ask_group(_study(3), cfg, (1, 28, 28), 10, 3)
+    assert len(group) + n_pruned == 3
     assert len({tuple(c.separable for c in spec.convs) for _, spec, _, _ in group}) == 1
+
+
+def test_a_draw_that_is_no_network_is_pruned_in_a_batched_group_not_raised():
+    """Unpadded 5x5 blocks with two pools leave no pixels: every draw is told PRUNED, the loop goes on."""
+    cfg = parse_study({"space": {"families": ["cnn"], "conv_depth": [5, 5], "kernels": [5], "pools": [2, 2],
+                                 "padding": ["valid"]}})
+    study = _study(1)
+    group, n_pruned = ask_group(study, cfg, (1, 28, 28), 10, 3)
+    assert group == [] and n_pruned == 1
+    assert [t.state.name for t in study.trials] == ["PRUNED"]
 
 
 @pytest.mark.parametrize("preset", ["sep-700", "sep-1.8k"])
