@@ -21,7 +21,7 @@ def _datasets_like(in_shape: tuple[int, ...], n_classes: int, root) -> list[str]
     fits = []
     for name in sorted(data.DATASETS):
         try:
-            x, _ = data.load_arrays(name, root, False)
+            x, _ = data.load_arrays(name, root, True)  # shapes only: the training part, never test
         except MincapError:
             continue  # not on this machine
         if tuple(x.shape[1:]) == tuple(in_shape) and data.DATASETS[name].n_classes == n_classes:
