@@ -7,8 +7,10 @@ to rebuild exactly the evaluated network, and nothing else is read.
 Layout (all integers little-endian; "varint" = LEB128, 7 bits a byte)::
 
     magic  b"MC"                     2 bytes
-    version                          1 byte  (this decoder reads versions 1 and 2; 2 only when a
-                                     conv block is depthwise-separable, so older files are unchanged)
+    version                          1 byte  (this decoder reads versions 1 to 3; a file is written
+                                     at the lowest version that holds it, so older files are unchanged:
+                                     2 when a conv block is depthwise-separable, 3 when a layer uses
+                                     the version-3 side described below)
     spec                             binary, see `_spec_bytes` (~10 bytes)
     per conv/linear layer, in model order:
         layer byte: bits (low 4 bits; 0 = float32) | per_channel << 4 | symmetric << 5 | method << 6
@@ -17,6 +19,10 @@ Layout (all integers little-endian; "varint" = LEB128, 7 bits a byte)::
                     bias step float16, one int8 bias per channel (`CompactSide`), then the codes;
         bits >= 1, otherwise: scales float16 (one per output channel, or one), zero points uint8
                     (asymmetric only), bias float16 (one per output channel), then the codes.
+        Version 3 changes the symmetric layers' side only: a bias step of 0 means every bias is 0
+                    and no int8 biases follow (a depthwise conv, whose bias export folds into the
+                    pointwise conv after it), and a symmetric per-layer-scale layer stores one
+                    float16 scale, then the bias step and int8 biases, instead of float16 biases.
         The codes, by `method`:
                     0 raw   sym_lo, sym_hi bytes, codes - sym_lo bit-packed at bitlen(sym_hi - sym_lo)
                     1 zstd  varint length, magicless zstd frame of one byte per code
@@ -81,7 +87,7 @@ from mincap.quant import code_range, quant_layers
 __all__ = ["MAGIC", "SEPARABLE", "VERSION", "CompactSide", "Decoded", "LayerCodes", "decode", "encode", "layer_shapes", "read", "write"]
 
 MAGIC = b"MC"
-VERSION = 2  # the newest this decoder reads; files without separable convs are still written as 1
+VERSION = 3  # the newest this decoder reads; a file is written at the lowest version that holds it
 METHODS = ("raw", "zstd", "lzma", "ans")
 
 
@@ -123,7 +129,7 @@ def encode(spec: Spec, layers: list[LayerCodes]) -> bytes:
     shapes = layer_shapes(spec)
     if len(shapes) != len(layers):
         raise ValueError(f"artifact: {len(layers)} layers for a spec with {len(shapes)}")
-    version = 2 if any(c.separable for c in spec.convs) else 1
+    version = _version(spec, layers)
     out = bytearray(MAGIC) + bytes([version]) + spec_bytes(spec)
     ans_jobs = []
     for (shape, n_out), layer in zip(shapes, layers):
@@ -148,9 +154,13 @@ def encode(spec: Spec, layers: list[LayerCodes]) -> bytes:
             if sd is None:
                 raise ValueError("artifact: a symmetric per-channel layer needs CompactSide scales/biases")
             out += np.asarray(sd.scale_base, dtype="<f2").tobytes()
-            out += np.asarray(sd.scale_k, dtype=np.uint8).reshape(n_out).tobytes()
+            if layer.per_channel:
+                out += np.asarray(sd.scale_k, dtype=np.uint8).reshape(n_out).tobytes()
+            elif np.any(np.asarray(sd.scale_k) != 0):
+                raise ValueError("artifact: a per-layer compact scale is its float16 base (scale_k 0)")
             out += np.asarray(sd.bias_step, dtype="<f2").tobytes()
-            out += np.asarray(sd.bias_k, dtype=np.int8).reshape(n_out).tobytes()
+            if version < 3 or sd.has_bias:
+                out += np.asarray(sd.bias_k, dtype=np.int8).reshape(n_out).tobytes()
         else:
             out += np.asarray(layer.scale, dtype="<f2").reshape(n_scale).tobytes()
             if not layer.symmetric:
@@ -171,6 +181,13 @@ def encode(spec: Spec, layers: list[LayerCodes]) -> bytes:
         out += words
     out += zlib.crc32(bytes(out)).to_bytes(4, "little")
     return bytes(out)
+
+
+def _version(spec: Spec, layers: list[LayerCodes]) -> int:
+    """The lowest format version that holds `layers`: old kinds of files stay byte-identical."""
+    if any(lay.compact and (not lay.per_channel or not lay.side.has_bias) for lay in layers if lay.side is not None):
+        return 3
+    return 2 if any(c.separable for c in spec.convs) else 1
 
 
 # ---------------------------------------------------------------------------- decode
@@ -200,7 +217,8 @@ def decode(data: bytes) -> Decoded:
 def _decode_body(data: bytes) -> Decoded:
     end = len(data) - 4
     r = Reader(data, 3, end)
-    spec = read_spec(r, data[2])
+    version = data[2]
+    spec = read_spec(r, version)
     spec_bits = 8 * (r.pos - 3)
     shapes = layer_shapes(spec)
     layers: list[LayerCodes] = []
@@ -220,11 +238,15 @@ def _decode_body(data: bytes) -> Decoded:
                 raise MincapError("artifact: corrupt layer header")
             per_channel, symmetric, method = bool(head >> 4 & 1), bool(head >> 5 & 1), METHODS[head >> 6]
             n_scale = n_out if per_channel else 1
-            if symmetric and per_channel:
-                side = CompactSide(r.array("<f2", 1)[0], r.array(np.uint8, n_out), r.array("<f2", 1)[0],
-                                   r.array(np.int8, n_out))
-                lay = LayerCodes(bits, side=side, per_channel=True, symmetric=True, method=method)
-                side_bits = (16 + 8 * n_out, 16 + 8 * n_out)
+            if symmetric and (per_channel or version >= 3):
+                base = r.array("<f2", 1)[0]
+                scale_k = r.array(np.uint8, n_out) if per_channel else np.zeros(1, dtype=np.uint8)
+                step = r.array("<f2", 1)[0]
+                has_bias = version < 3 or float(step) != 0.0
+                bias_k = r.array(np.int8, n_out) if has_bias else np.zeros(n_out, dtype=np.int8)
+                side = CompactSide(base, scale_k, step, bias_k)
+                lay = LayerCodes(bits, side=side, per_channel=per_channel, symmetric=True, method=method)
+                side_bits = (16 + 8 * len(scale_k) * per_channel, 16 + 8 * n_out * has_bias)
             else:
                 scale = r.array("<f2", n_scale)
                 zp = np.zeros(n_scale, dtype=np.uint8) if symmetric else r.array(np.uint8, n_scale)

@@ -52,7 +52,9 @@ class LayerCodes:
 
     @property
     def compact(self) -> bool:
-        return self.bits > 0 and self.symmetric and self.per_channel
+        # Symmetric per-channel layers always; a symmetric per-tensor one when it carries a
+        # `CompactSide` (format version 3: one scale, 8-bit biases).
+        return self.bits > 0 and self.symmetric and (self.per_channel or self.side is not None)
 
     def float_scale(self) -> np.ndarray:
         return self.side.scale() if self.compact else self.scale.astype(np.float32)
@@ -110,6 +112,11 @@ class CompactSide:
         step = _f16_at_least(np.abs(bias).max(initial=0.0) / 127)
         bk = np.clip(np.round(bias / float(step)), -127, 127) if step > 0 else np.zeros_like(bias)
         return cls(base, k, step, bk.astype(np.int8))
+
+    @property
+    def has_bias(self) -> bool:
+        """False when every bias is 0 (step 0): format version 3 then stores no bias bytes."""
+        return float(self.bias_step) != 0.0
 
 
 def _f16_at_least(x: float) -> np.float16:

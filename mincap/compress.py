@@ -192,6 +192,7 @@ def export(model: nn.Module, spec: Spec) -> bytes:
     model.eval()
     mods = list(model.features) + list(model.classifier)
     layers = []
+    carry = None  # a depthwise conv's bias, moved into the pointwise conv after it
     with torch.no_grad():
         for layer in quant_layers(model):
             fq = quantizer_of(layer)
@@ -200,33 +201,48 @@ def export(model: nn.Module, spec: Spec) -> bytes:
             w = layer.weight.detach().float().cpu()
             n_out = w.shape[0]
             bias = layer.bias.detach().float().cpu() if layer.bias is not None else torch.zeros(n_out)
-            gain = torch.ones(n_out)
             idx = mods.index(layer)
-            if idx + 1 < len(mods) and isinstance(mods[idx + 1], nn.BatchNorm2d):
-                bn = mods[idx + 1]
-                gain = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach().float().cpu()
-                bias = bn.bias.detach().float().cpu() + (bias - bn.running_mean.detach().float().cpu()) * gain
-            shape = (-1,) + (1,) * (w.dim() - 1)
-            if q is None:
-                lay = LayerCodes(0, weight=(w * gain.reshape(shape)).numpy(), bias=bias.numpy())
-            else:
-                codes, scale, zp = quantize_tensor(w, q, learned)
-                per_channel = q.per_channel or bool((gain != 1).any())
-                if per_channel:
-                    scale, zp = scale.expand(n_out) * gain, zp.expand(n_out)
-                if per_channel and q.symmetric:  # 8-bit scales/biases; a negative gain flips the codes
-                    sign = torch.where(scale < 0, -1, 1).reshape(shape)
-                    side = CompactSide.from_float(scale.abs().numpy(), bias.numpy())
-                    layers.append(LayerCodes(q.bits, codes=(codes * sign).numpy(), side=side))
-                    continue
-                lay = LayerCodes(
-                    q.bits, codes=codes.numpy(), scale=scale.numpy().astype(np.float16),
-                    zero_point=zp.numpy().astype(np.uint8), bias=bias.numpy().astype(np.float16),
-                    per_channel=per_channel, symmetric=q.symmetric,
-                )
+            nxt = mods[idx + 1] if idx + 1 < len(mods) else None
+            fold = (q is not None and q.symmetric and _depthwise(layer) and isinstance(nxt, nn.Conv2d)
+                    and nxt.kernel_size == (1, 1) and layer.bias is not None)
+            if fold:  # a depthwise conv before a 1x1 conv: its bias moves there (format version 3)
+                bias = torch.zeros(n_out)
+            gain = torch.ones(n_out)
+            if isinstance(nxt, nn.BatchNorm2d):
+                gain = (nxt.weight / torch.sqrt(nxt.running_var + nxt.eps)).detach().float().cpu()
+                bias = nxt.bias.detach().float().cpu() + (bias - nxt.running_mean.detach().float().cpu()) * gain
+            lay = _layer_codes(w, q, learned, gain, bias)
+            if carry is not None:
+                # The depthwise bias is a constant added to each input channel at every position
+                # (padded or not), so through this 1x1 conv (and its batch norm) it is W @ b more
+                # bias, with W the weight as decoded: the decoded function is the unfolded one's.
+                w_dec = torch.from_numpy(lay.float_weight()).reshape(n_out, -1)
+                lay = _layer_codes(w, q, learned, gain, bias + w_dec @ carry)
+            carry = layer.bias.detach().float().cpu() if fold else None
             layers.append(lay)
     set_fake_quant(model, True)
     return encode(replace(spec, batch_norm=False, dropout=0.0), layers)
+
+
+def _layer_codes(w: torch.Tensor, q: QuantSpec | None, learned, gain: torch.Tensor, bias: torch.Tensor) -> LayerCodes:
+    """One layer as stored: `w` quantized by `q` (None: float32), batch norm's `gain` folded in."""
+    n_out = w.shape[0]
+    shape = (-1,) + (1,) * (w.dim() - 1)
+    if q is None:
+        return LayerCodes(0, weight=(w * gain.reshape(shape)).numpy(), bias=bias.numpy())
+    codes, scale, zp = quantize_tensor(w, q, learned)
+    per_channel = q.per_channel or bool((gain != 1).any())
+    if per_channel:
+        scale, zp = scale.expand(n_out) * gain, zp.expand(n_out)
+    if q.symmetric:  # 8-bit scales/biases (one float16 scale per layer: version 3); a negative gain flips codes
+        sign = torch.where(scale < 0, -1, 1).reshape(shape if per_channel else ())
+        side = CompactSide.from_float(scale.reshape(-1).abs().numpy(), bias.numpy())
+        return LayerCodes(q.bits, codes=(codes * sign).numpy(), side=side, per_channel=per_channel)
+    return LayerCodes(
+        q.bits, codes=codes.numpy(), scale=scale.numpy().astype(np.float16),
+        zero_point=zp.numpy().astype(np.uint8), bias=bias.numpy().astype(np.float16),
+        per_channel=per_channel, symmetric=q.symmetric,
+    )
 
 
 def qat_plan(net: Spec | nn.Module, train_cfg: TrainConfig, comp: CompressConfig) -> tuple[list, int]:

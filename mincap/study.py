@@ -16,6 +16,8 @@
     [early_stop] enabled, margin, min_progress, min_feasible, hopeless
     [fidelity]  screening before full training (`mincap.search.fidelity`): enabled, epochs,
                 subset, promote, min_peers, min_val_acc
+    [seed_recipe] the seed presets' training recipe: epochs, batch_size, lr, weight_decay,
+                augment, qat_fraction, bits (each within the space; unset: a rule on the space)
 
 Unknown keys, wrong types and impossible ranges raise `MincapError` naming the key
 (`mincap` exits 2 with that one line).
@@ -39,6 +41,7 @@ __all__ = [
     "DataSection",
     "EarlyStop",
     "Fidelity",
+    "SeedRecipe",
     "Space",
     "StorageSection",
     "StudyConfig",
@@ -105,6 +108,9 @@ class Space:
     bits: tuple[int, int] = (2, 8)  # per conv/linear layer
     per_layer_bits: bool = True
     quantizers: tuple[str, ...] = ("max",)  # max, mse, lsq (mincap.quant)
+    # Weight scales: "channel" (one per output channel) or "layer" (one per layer; the convs batch
+    # norm follows still store per-channel scales, batch norm's folded in: format version 3).
+    scales: tuple[str, ...] = ("channel",)
     anneal_epochs: tuple[int, int] = (0, 0)  # first QAT epochs stepping the widths down from 8 bits
     prune_ratio: tuple[float, float] = (0.0, 0.5)
     prune_ratios: tuple[float, ...] = ()  # a set of choices (e.g. [0, 0.1, 0.2]); replaces the range when given
@@ -160,6 +166,22 @@ class Fidelity:
 
 
 @dataclass(frozen=True)
+class SeedRecipe:
+    """How the seed presets are trained: each value must lie in the space (an enqueued trial is a
+    point of it). Unset (0, or -1 for `augment`), `mincap.search.space.preset_params` takes the
+    longest training, the smallest batch, the geometric middle lr, the lowest weight decay, the
+    middle shift, the largest QAT fraction and 4 bits (clipped to the space)."""
+
+    epochs: int = 0
+    batch_size: int = 0
+    lr: float = 0.0
+    weight_decay: float = 0.0
+    augment: int = -1
+    qat_fraction: float = 0.0
+    bits: int = 0
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     study: StudySection = field(default_factory=StudySection)
     data: DataSection = field(default_factory=DataSection)
@@ -168,6 +190,7 @@ class StudyConfig:
     space: Space = field(default_factory=Space)
     early_stop: EarlyStop = field(default_factory=EarlyStop)
     fidelity: Fidelity = field(default_factory=Fidelity)
+    seed_recipe: SeedRecipe = field(default_factory=SeedRecipe)
     path: str = ""  # the study file this came from ("" when built in code)
 
     @property
@@ -253,6 +276,7 @@ def _validate(cfg: StudyConfig) -> None:
     need(set(sp.quantizers) <= set(QUANTIZERS) and sp.quantizers != (), f"space.quantizers: choose from {QUANTIZERS}")
     need(sp.anneal_epochs[0] >= 0, "space.anneal_epochs: must be >= 0")
     need(set(sp.padding) <= {"same", "valid"} and sp.padding != (), "space.padding: choose from same, valid")
+    need(set(sp.scales) <= {"channel", "layer"}, "space.scales: choose from channel, layer")
     need(sp.path_stop_margin >= 0, "space.path_stop_margin: must be >= 0")
     for text in sp.paths:
         try:
@@ -277,6 +301,27 @@ def _validate(cfg: StudyConfig) -> None:
     need(0.0 < fi.promote <= 1.0, "fidelity.promote: must be within (0, 1]")
     need(fi.min_peers >= 1, "fidelity.min_peers: must be >= 1")
     need(0.0 <= fi.min_val_acc <= 1.0, "fidelity.min_val_acc: must be within [0, 1]")
+    _validate_seed_recipe(cfg.seed_recipe, sp, need)
+
+
+def _validate_seed_recipe(r: SeedRecipe, sp: Space, need) -> None:
+    def within(key: str, value: float, low: float, high: float) -> None:
+        need(low <= value <= high, f"seed_recipe.{key}: {value} is outside space.{key} [{low}, {high}]")
+
+    if r.epochs:
+        within("epochs", r.epochs, *sp.epochs)
+    if r.batch_size:
+        need(r.batch_size in sp.batch_size, f"seed_recipe.batch_size: {r.batch_size} is not in space.batch_size")
+    if r.lr:
+        within("lr", r.lr, *sp.lr)
+    if r.weight_decay:
+        within("weight_decay", r.weight_decay, *sp.weight_decay)
+    if r.augment != -1:
+        within("augment", r.augment, *sp.augment)
+    if r.qat_fraction:
+        within("qat_fraction", r.qat_fraction, *sp.qat_fraction)
+    if r.bits:
+        within("bits", r.bits, *sp.bits)
 
 
 def parse_study(raw: dict, *, path: str = "") -> StudyConfig:

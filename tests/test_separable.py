@@ -1,4 +1,6 @@
-"""Depthwise-separable conv blocks: spec, build, the .mincap format (version 2), export, pruning."""
+"""Depthwise-separable conv blocks: spec, build, the .mincap format (versions 2 and 3), export, pruning."""
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -67,6 +69,53 @@ def test_export_decodes_to_the_same_function_and_pruning_keeps_blocks_consistent
     depthwise = [i for i, mod in enumerate(quant.quant_layers(p)) if getattr(mod, "groups", 1) > 1]
     assert removed and not set(removed) & set(depthwise)  # depthwise convs follow the layer before them
     assert p(x).shape == (8, 10)
+
+
+def _with_big_depthwise_biases(m):
+    with torch.no_grad():
+        for mod in quant.quant_layers(m):
+            if getattr(mod, "groups", 1) > 1:
+                mod.bias.copy_(torch.linspace(-2.0, 3.0, mod.bias.numel()))
+    return m
+
+
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_depthwise_biases_are_folded_into_the_pointwise_conv_and_cost_no_bits(per_channel):
+    # SEP's separable blocks are padded: the depthwise bias is still a constant per channel.
+    spec = replace(SEP, batch_norm=True)
+    m = build(spec)
+    qs, _ = qat_plan(m, TrainConfig(), CompressConfig(bits=4, per_channel=per_channel))
+    quant.attach_fake_quant(m, qs, enabled=True)
+    m = _with_big_depthwise_biases(m).eval()
+    x = torch.rand(8, 1, 28, 28)
+    data = export(m, spec)
+    dec = decode(data)
+    assert data[2] == 3
+    assert (dec.model(x) - m(x)).abs().max() < 0.05  # the fold is exact up to the 8-bit side rounding
+    rows = dec.size["layers"]
+    depthwise = [r for r in rows if r["shape"][1] == 1 and r["kind"] == "conv" and r["layer"] > 0]
+    assert len(depthwise) == 2
+    assert all(r["bias_bits"] == 16 and r["n_nonzero_biases"] == 0 for r in depthwise)  # a step of 0, no biases
+    pointwise = rows[2]
+    assert pointwise["bias_bits"] == 16 + 8 * 10
+    # Per-layer scales: a depthwise conv and the head (no batch norm after them) store one
+    # float16 scale; the convs batch norm follows keep their folded per-channel scales.
+    assert depthwise[0]["scale_bits"] == (16 + 8 * 6 if per_channel else 16)
+    assert rows[-1]["scale_bits"] == (16 + 8 * 10 if per_channel else 16)
+    assert rows[-1]["bias_bits"] == 16 + 8 * 10
+    assert pointwise["scale_bits"] == 16 + 8 * 10
+
+
+def test_without_the_fold_the_same_network_differs():
+    # The fold is what keeps the decoded network right: drop the carried bias and it shows.
+    m = _with_big_depthwise_biases(_quantized(SEP))
+    x = torch.rand(8, 1, 28, 28)
+    dec = decode(export(m, SEP))
+    with torch.no_grad():
+        for mod in quant.quant_layers(m):
+            if getattr(mod, "groups", 1) > 1:
+                mod.bias.zero_()
+    assert (dec.model(x) - m(x)).abs().max() > 0.1
 
 
 def test_batched_training_refuses_separable_blocks(mnist_small):

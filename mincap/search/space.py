@@ -122,6 +122,7 @@ def sample_trial(trial, cfg: StudyConfig, in_shape: tuple[int, int, int], n_clas
         prune_criterion=d.cat("prune_criterion", sp.prune_criteria) if prune > 0 else "l1",
         prune_finetune_epochs=d.int("finetune_epochs", sp.finetune_epochs) if prune > 0 else 0,
         quantizer=d.cat("quantizer", sp.quantizers),
+        per_channel=d.cat("scales", sp.scales, structural=True) == "channel",  # a batched group shares it
         anneal_epochs=d.int("anneal_epochs", sp.anneal_epochs),
         path=d.cat("path", sp.paths),
     )
@@ -149,11 +150,15 @@ def preset_params(name: str, cfg: StudyConfig) -> dict[str, Any]:
         p["mlp_depth"] = len(spec.hidden)
         p.update({f"m{i}": h for i, h in enumerate(spec.hidden)})
     n_layers = spec.n_weight_layers()
-    # 4-bit weights, no pruning, the longest training: a design that usually reaches the target.
-    bits = min(max(4, sp.bits[0]), sp.bits[1])
+    # 4-bit weights, no pruning, the longest training: a design that usually reaches the target;
+    # the study's [seed_recipe] overrides each value (checked to lie in the space).
+    r = cfg.seed_recipe
+    bits = r.bits or min(max(4, sp.bits[0]), sp.bits[1])
     p.update({f"bits{i}": bits for i in range(n_layers)} if sp.per_layer_bits else {"bits": bits})
-    p.update(epochs=sp.epochs[1], batch_size=sp.batch_size[0], lr=math.sqrt(sp.lr[0] * sp.lr[1]),
-             weight_decay=sp.weight_decay[0], augment=sp.augment[0] + (sp.augment[1] - sp.augment[0]) // 2,
-             qat_fraction=sp.qat_fraction[1], prune_ratio=min(sp.prune_ratios or (sp.prune_ratio[0],)),
-             quantizer=sp.quantizers[0], anneal_epochs=sp.anneal_epochs[1], path=sp.paths[0])
+    p.update(epochs=r.epochs or sp.epochs[1], batch_size=r.batch_size or sp.batch_size[0],
+             lr=r.lr or math.sqrt(sp.lr[0] * sp.lr[1]), weight_decay=r.weight_decay or sp.weight_decay[0],
+             augment=r.augment if r.augment != -1 else sp.augment[0] + (sp.augment[1] - sp.augment[0]) // 2,
+             qat_fraction=r.qat_fraction or sp.qat_fraction[1],
+             prune_ratio=min(sp.prune_ratios or (sp.prune_ratio[0],)),
+             quantizer=sp.quantizers[0], scales=sp.scales[0], anneal_epochs=sp.anneal_epochs[1], path=sp.paths[0])
     return p

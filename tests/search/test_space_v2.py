@@ -61,6 +61,13 @@ def test_old_study_files_parse_with_the_old_behaviour():
     ({"fidelity": {"promote": 0.0}}, "fidelity.promote"),
     ({"fidelity": {"epochs": 0}}, "fidelity.epochs"),
     ({"fidelity": {"colour": 1}}, "colour"),
+    ({"seed_recipe": {"epochs": 80}}, "seed_recipe.epochs"),
+    ({"seed_recipe": {"batch_size": 100}}, "seed_recipe.batch_size"),
+    ({"seed_recipe": {"lr": 1.0}}, "seed_recipe.lr"),
+    ({"seed_recipe": {"qat_fraction": 0.9}}, "seed_recipe.qat_fraction"),
+    ({"seed_recipe": {"bits": 9}}, "seed_recipe.bits"),
+    ({"seed_recipe": {"colour": 1}}, "colour"),
+    ({"space": {"scales": ["tensor"]}}, "space.scales"),
 ])
 def test_bad_new_keys_refused_naming_the_key(raw, key):
     with pytest.raises(MincapError, match=key.replace(".", r"\.")):
@@ -75,3 +82,24 @@ def test_new_seed_presets_are_small_gap_cnns_the_space_reproduces(preset):
     want = PRESETS[preset]
     assert spec.convs == want.convs and spec.head == "gap" and not spec.hidden
     assert comp.prune_ratio == 0.0 and set(comp.bits_per_layer) == {4}
+
+
+def test_seed_recipe_sets_the_seed_trials_training_and_unset_values_follow_the_space():
+    base = {"study": {"seeds": ["sep-1.8k"]},
+            "space": {"epochs": [10, 60], "lr": [0.003, 0.05], "batch_size": [128, 256], "bits": [2, 5],
+                      "qat_fraction": [0.2, 0.5], "weight_decay": [1e-5, 1e-3], "augment": [0, 2],
+                      "separable": [True, False], "padding": ["valid"], "conv_depth": [3, 5],
+                      "scales": ["layer", "channel"]}}
+    plain = preset_params("sep-1.8k", parse_study(base))
+    assert (plain["epochs"], plain["batch_size"], plain["qat_fraction"], plain["bits0"]) == (60, 128, 0.5, 4)
+    recipe = {"epochs": 50, "batch_size": 256, "lr": 0.01, "weight_decay": 1e-4, "augment": 0,
+              "qat_fraction": 0.24, "bits": 3}
+    cfg = parse_study({**base, "seed_recipe": recipe})
+    p = preset_params("sep-1.8k", cfg)
+    assert {k: p[k] for k in recipe if k != "bits"} == {k: v for k, v in recipe.items() if k != "bits"}
+    assert {p[f"bits{i}"] for i in range(PRESETS["sep-1.8k"].n_weight_layers())} == {3}
+    spec, train_cfg, comp = sample_trial(optuna.trial.FixedTrial(p), cfg, (1, 28, 28), 10)
+    assert spec.convs == PRESETS["sep-1.8k"].convs
+    assert (train_cfg.epochs, train_cfg.batch_size, train_cfg.augment_shift) == (50, 256, 0)
+    assert comp.qat_epochs == 12 and set(comp.bits_per_layer) == {3}
+    assert comp.per_channel is False  # the first of space.scales
