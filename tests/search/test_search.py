@@ -277,4 +277,4 @@ def test_seed_preset_reproduces_its_architecture(preset):
     spec, train_cfg, comp = search.sample_trial(trial, cfg, (1, 28, 28), 10)
     want = PRESETS[preset]
     assert spec.convs == want.convs and spec.hidden == want.hidden and spec.head == want.head
-    assert train_cfg.epochs == cfg.space.epochs[1] and set(comp.bits_per_layer) == {4}
+    assert train_cfg.epochs == (cfg.seed_recipe.epochs or cfg.space.epochs[1]) and set(comp.bits_per_layer) == {4}
