@@ -147,7 +147,10 @@ def summarize(study, *, target: float, dataset: str, read_artifact=None, data_di
             chosen["test_acc"] = study.user_attrs.get(f"test_acc/{best.number}")
         chosen["two_part"] = study.user_attrs.get(f"two_part/{best.number}")
         if read_artifact is not None and chosen["two_part"] is None:
-            chosen["two_part"] = two_part_once(study, best, dataset, read_artifact, data_dir=data_dir)
+            try:
+                chosen["two_part"] = two_part_once(study, best, dataset, read_artifact, data_dir=data_dir)
+            except MincapError:  # the training set is not on this machine: no figure, a stored one stands
+                pass
         if replicates and study_cfg is not None:
             chosen["replicates"] = replicate_trial(study, best, study_cfg, k=replicates, data_dir=data_dir)
         else:
