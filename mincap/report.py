@@ -138,4 +138,8 @@ def size_table(out: dict) -> Table:
                                                             ("test_acc", "test accuracy")) if out.get(k) is not None]
     if accs:
         t.caption = f"{'   '.join(accs)}   parameters {out['n_params']:,}   artifact {out['artifact_bits']:,} bits"
+    if out.get("two_part"):
+        tp = out["two_part"]
+        t.caption = (t.caption or "") + (f"\ntwo-part code: {out['artifact_bits']:,} + {tp['label_bits']:,.0f} bits for "
+                                         f"the {tp['n_labels']:,} training labels = {tp['total_bits']:,.0f} bits")
     return t

@@ -4,7 +4,9 @@
 that the network fits the dataset (input shape and class count: a network measured on the
 wrong data gives a wrong number with exit 0 otherwise), and evaluates the decoded network on
 the validation split the studies use (`n_val`, `split_seed` default to theirs) and on the
-test set, reported as it comes. Its size is the file's: `artifact_bits` = 8 x its length.
+test set, reported as it comes. Its size is the file's: `artifact_bits` = 8 x its length. Its
+two-part code (`mincap.twopart`: the file plus the official training labels coded with the
+network) is reported too, so a file made outside a study can be placed on the ladder figure.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from mincap import artifact, data, train
 from mincap.config import DEFAULT_N_VAL, DEFAULT_SPLIT_SEED
 from mincap.errors import MincapError
+from mincap.twopart import two_part_of
 
 __all__ = ["verify_file"]
 
@@ -42,5 +45,8 @@ def verify_file(path: str, *, dataset: str = "mnist", data_dir: str | None = Non
                           f"{dataset} has {'x'.join(map(str, splits.in_shape))} and {splits.n_classes}: {hint}")
     val_acc, _ = train.evaluate(dec.model, splits.val)
     test_acc, _ = train.final_test_accuracy(dec.model, dataset, root=data_dir)
+    # The two-part code (mincap.twopart) on the official training labels: train and validation
+    # splits together, the labels the prequential codes send.
+    two_part = two_part_of(dec.model, dec.size["artifact_bits"], dataset, data_dir=data_dir)
     return {"file": path, "dataset": dataset, "spec": dec.spec.to_dict(), "n_val": len(splits.val),
-            "split_seed": split_seed, "val_acc": val_acc, "test_acc": test_acc, **dec.size}
+            "split_seed": split_seed, "val_acc": val_acc, "test_acc": test_acc, **dec.size, "two_part": two_part}

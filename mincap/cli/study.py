@@ -164,6 +164,10 @@ def add_plot(sub) -> None:
     p.add_argument("--estimator", choices=ESTIMATORS, default="prequential", metavar="NAME",
                    help=f"entropy estimate on X, one of {', '.join(ESTIMATORS)} (default: prequential)")
     p.add_argument("-o", "--output", required=True, metavar="FILE.png", help="figure 1 (.png or .svg)")
+    p.add_argument("--artifacts", action="append", default=None, metavar="PATH",
+                   help="verify records (mincap verify --json) of files made outside a study, or a folder of "
+                        "*.verify.json: placed beside the rungs where they reach a rung's target on its "
+                        "validation split, marked as files (repeatable)")
     p.add_argument("--report", default=None, metavar="FILE.md", help="also write the markdown report here")
     p.add_argument("--save-json", action="store_true",
                    help="write <study>.summary.json beside each study file read live, merged into the "
@@ -179,18 +183,19 @@ def add_plot(sub) -> None:
 def _cmd_plot(args) -> int:
     import glob
 
-    from mincap.results import figures, ladder, markdown
+    from mincap.results import artifacts, figures, ladder, markdown
 
     if not args.output.endswith((".png", ".svg")):
         raise MincapError(f"-o: the figure must end in .png or .svg, got {args.output}")
     inputs = args.inputs or ([] if args.from_json else ["studies/mnist-99.toml", *sorted(glob.glob("studies/ladder/*.toml"))])
     rungs = ladder.load_rungs(inputs, args.from_json, data_dir=args.data_dir, evaluate_test=not args.no_test)
+    files = artifacts.load_artifacts(args.artifacts) if args.artifacts else []
     drawn = figures.plot_ladder(rungs, args.output, estimator=args.estimator, data_dir=args.data_dir,
-                                compute=not args.no_compute)  # placing none: raises, writes nothing
+                                compute=not args.no_compute, artifacts=files)  # placing none: raises, writes nothing
     pareto = figures.pareto_path(args.output)
     figures.plot_pareto(rungs, pareto)
-    print(f"wrote {args.output} ({len(drawn['points'])} of {len(rungs)} studies placed) and {pareto}",
-          file=sys.stderr)
+    print(f"wrote {args.output} ({len(drawn['points'])} of {len(rungs)} studies placed"
+          + (f", {len(drawn['files'])} of {len(files)} files" if files else "") + f") and {pareto}", file=sys.stderr)
     for name, why in drawn["skipped"].items():
         hint = f"; run: mincap entropy {name} --estimator {args.estimator}" if "estimate" in why else ""
         print(f"  not placed: {name} ({why}{hint})", file=sys.stderr)
@@ -199,8 +204,9 @@ def _cmd_plot(args) -> int:
             print(f"wrote {p}", file=sys.stderr)
     if args.report:
         cmd = " ".join(["mincap plot", *args.inputs, *(f"--from-json {d}" for d in args.from_json or []),
+                        *(f"--artifacts {a}" for a in args.artifacts or []),
                         f"--estimator {args.estimator}", f"-o {args.output}", f"--report {args.report}"])
-        out = markdown.write_report(rungs, args.report, figure=args.output, pareto=pareto,
+        out = markdown.write_report(rungs, args.report, figure=args.output, pareto=pareto, files=drawn["files"],
                                     estimator=args.estimator, machine=args.machine, command=cmd)
         print(f"wrote {out}", file=sys.stderr)
     return 0

@@ -158,7 +158,7 @@ def _print_path(out: dict) -> None:
 
 
 def add_entropy(sub) -> None:
-    from mincap.entropy.base import DEFAULT_BUDGET_S, DEFAULT_THRESHOLD, ESTIMATORS
+    from mincap.entropy.base import DEFAULT_BUDGETS_S, DEFAULT_THRESHOLD, ESTIMATORS
 
     p = sub.add_parser(
         "entropy",
@@ -168,13 +168,16 @@ def add_entropy(sub) -> None:
     p.add_argument("datasets", nargs="*", metavar="DATASET", help="dataset names (default: mnist)")
     p.add_argument(
         "--estimator", action="append", choices=ESTIMATORS, metavar="NAME",
-        help=f"one of {', '.join(ESTIMATORS)}; repeat for several (default: all)",
+        help=f"one of {', '.join(ESTIMATORS)}; repeat for several (default: all but prequential-switch, "
+        "which trains three models per chunk)",
     )
     add_data_dir(p)
     p.add_argument(
-        "--budget", type=float, default=DEFAULT_BUDGET_S,
-        help=f"seconds for the prequential estimator (default: {DEFAULT_BUDGET_S:g}); once spent, "
-        "the remaining chunks are coded with the last model (a longer, still valid code, not cached)",
+        "--budget", type=float, default=-1.0,
+        help="seconds for a prequential estimator (default: "
+        + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_BUDGETS_S.items())
+        + "); once spent, the remaining chunks are coded with the last models (a longer, still valid code, "
+        "not cached)",
     )
     p.add_argument(
         "--threshold", type=float, default=DEFAULT_THRESHOLD,
@@ -194,13 +197,14 @@ def _cmd_entropy(args) -> int:
     from mincap import entropy
     from mincap.report import console
 
-    if "prequential" in (args.estimator or entropy.ESTIMATORS):
+    names = args.estimator or [e for e in entropy.ESTIMATORS if e != "prequential-switch"]
+    if set(names) & set(entropy.PREQUENTIAL_ESTIMATORS):
         from mincap.train import setup_threads
 
         setup_threads(args.threads)
     rows = []
     for ds in args.datasets or ["mnist"]:
-        for name in args.estimator or entropy.ESTIMATORS:
+        for name in names:
             est = entropy.estimate(
                 ds, name, root=args.data_dir, threshold=args.threshold, budget_s=args.budget,
                 use_cache=not args.no_cache, progress=not args.json,

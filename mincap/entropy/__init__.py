@@ -14,6 +14,8 @@ where it makes sense, for the whole set:
   labels sent with no model.
 - `prequential`: Blier & Ollivier's online code length of the labels given the
   images, an upper bound on the information the labels add to the images.
+- `prequential-switch`: the same code, tighter: their chunk schedule and a switch
+  distribution over a linear model and two CNNs of growing size (`switching`).
 
 The derived MacKay reading (`Estimate.mackay_params`) is bits / 2: the number of
 weights that MacKay's ~2 bits of capacity per weight would call "needed", taken
@@ -31,17 +33,20 @@ from mincap.entropy.base import (
     BOUNDS,
     COMPRESSORS,
     DEFAULT_BUDGET_S,
+    DEFAULT_BUDGETS_S,
     DEFAULT_THRESHOLD,
     ESTIMATORS,
+    PREQUENTIAL_ESTIMATORS,
     Estimate,
 )
 
 # The estimators need numpy and torch; the names above do not (the CLI builds its options from
 # them), so the rest is imported on first use.
-_LAZY = {"estimate": "mincap.entropy.estimators", "PrequentialConfig": "mincap.entropy.prequential"}
+_LAZY = {"estimate": "mincap.entropy.estimators", "PrequentialConfig": "mincap.entropy.prequential",
+         "SwitchConfig": "mincap.entropy.switching"}
 
-__all__ = ["BOUNDS", "COMPRESSORS", "DEFAULT_BUDGET_S", "DEFAULT_THRESHOLD", "ESTIMATORS", "Estimate",
-           "PrequentialConfig", "estimate"]
+__all__ = ["BOUNDS", "COMPRESSORS", "DEFAULT_BUDGETS_S", "DEFAULT_BUDGET_S", "DEFAULT_THRESHOLD", "ESTIMATORS",
+           "PREQUENTIAL_ESTIMATORS", "Estimate", "PrequentialConfig", "SwitchConfig", "estimate"]
 
 
 def __getattr__(name: str):

@@ -7,10 +7,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["BOUNDS", "COMPRESSORS", "DEFAULT_BUDGET_S", "DEFAULT_THRESHOLD", "ESTIMATORS", "Estimate"]
+__all__ = ["BOUNDS", "COMPRESSORS", "DEFAULT_BUDGETS_S", "DEFAULT_BUDGET_S", "DEFAULT_THRESHOLD", "ESTIMATORS", "Estimate",
+           "PREQUENTIAL_ESTIMATORS"]
 
-ESTIMATORS = ("asker", "pixels", "compressed", "labels", "prequential")
+ESTIMATORS = ("asker", "pixels", "compressed", "labels", "prequential", "prequential-switch")
+# The estimators that code the labels given the images (codes of the same thing, same unit).
+PREQUENTIAL_ESTIMATORS = ("prequential", "prequential-switch")
 DEFAULT_BUDGET_S = 300.0
+# Time limits when --budget is not given: the switching code trains three models per chunk.
+DEFAULT_BUDGETS_S = {"prequential": DEFAULT_BUDGET_S, "prequential-switch": 3600.0}
 # A pixel is 1 when > DEFAULT_THRESHOLD: "any ink" (the reading that gives the learner's 191).
 DEFAULT_THRESHOLD = 0
 COMPRESSORS = ("lzma", "zstd", "png")
@@ -21,6 +26,7 @@ BOUNDS = {
     "compressed": ">= info in the 8-bit images",
     "labels": "labels sent with no model",
     "prequential": ">= info in labels given images",
+    "prequential-switch": ">= info in labels given images",
 }
 
 

@@ -1,7 +1,7 @@
 """`estimate(dataset, name)`: load a dataset's official training set, run one estimator, cache it.
 
 The estimators themselves live in `simple` (asker, pixels, compressed, labels) and
-`prequential`; results are cached by `cache`, keyed by the settings, the data's bytes and,
+`prequential` and `switching`; results are cached by `cache`, keyed by the settings, the data's bytes and,
 for prequential, a hash of the training code.
 """
 
@@ -21,18 +21,19 @@ from mincap import data
 from mincap.entropy import cache, simple
 from mincap.entropy.base import (
     COMPRESSORS,
-    DEFAULT_BUDGET_S,
+    DEFAULT_BUDGETS_S,
     DEFAULT_THRESHOLD,
     ESTIMATORS,
     Estimate,
 )
 from mincap.entropy.prequential import PrequentialConfig, prequential
+from mincap.entropy.switching import SwitchConfig, doubling_ends, prequential_switch
 from mincap.errors import MincapError
 
 __all__ = ["estimate"]
 
 
-def _settings(name: str, threshold: float, cfg: PrequentialConfig) -> dict:
+def _settings(name: str, threshold: float, cfg: PrequentialConfig, switch_cfg: SwitchConfig) -> dict:
     if name in ("asker", "pixels"):
         return {"threshold": threshold, "binarize": "pixel > threshold", "split": "official train"}
     if name == "compressed":
@@ -45,6 +46,8 @@ def _settings(name: str, threshold: float, cfg: PrequentialConfig) -> dict:
         }
     if name == "labels":
         return {"split": "official train"}
+    if name == "prequential-switch":
+        return {**switch_cfg.to_dict(), "split": "official train", "code": _training_code_hash()}
     return {**cfg.to_dict(), "split": "official train", "code": _training_code_hash()}
 
 
@@ -56,12 +59,13 @@ def _training_code_hash() -> str:
     """
     here = Path(__file__).resolve().parent
     h = hashlib.sha256()
-    for f in (here.parent / "train.py", here.parent / "models.py", here / "prequential.py"):
+    for f in (here.parent / "train.py", here.parent / "models.py", here / "prequential.py", here / "switching.py"):
         h.update(f.read_bytes())
     return h.hexdigest()[:12]
 
 
-def _compute(name, x, y, n_classes, threshold, cfg, budget_s, progress) -> tuple[float | None, float | None, dict]:
+def _compute(name, x, y, n_classes, threshold, cfg, budget_s, progress,
+             switch_cfg=None) -> tuple[float | None, float | None, dict]:
     n = len(y)
     if name == "asker":
         return simple.asker_bits(x, threshold), None, {"formula": "-sum_i p_i log2 p_i", "p_i": "P(pixel i > threshold)"}
@@ -77,8 +81,14 @@ def _compute(name, x, y, n_classes, threshold, cfg, budget_s, progress) -> tuple
         best = min(sizes, key=sizes.get)
         total = 8.0 * sizes[best]
         return total / n, total, {"bytes": sizes, "best": best, "raw_bytes": int(x.size)}
-    with _chunk_progress(progress, len(cfg.fractions)) as on_chunk:
-        r = prequential(x, y, n_classes, cfg, budget_s=budget_s, on_chunk=on_chunk)
+    if name == "prequential-switch":
+        scfg = switch_cfg or SwitchConfig()
+        n_chunks = len(doubling_ends(len(y), scfg.first or n_classes, scfg.ratio))
+        with _chunk_progress(progress, n_chunks, name) as on_chunk:
+            r = prequential_switch(x, y, n_classes, scfg, budget_s=budget_s, on_chunk=on_chunk)
+    else:
+        with _chunk_progress(progress, len(cfg.fractions), name) as on_chunk:
+            r = prequential(x, y, n_classes, cfg, budget_s=budget_s, on_chunk=on_chunk)
     details = {
         "kilobits": r.bits_total / 1000,
         "uniform_bits": r.uniform_bits,
@@ -99,12 +109,12 @@ def _status(enabled: bool):
 
 
 @contextlib.contextmanager
-def _chunk_progress(enabled: bool, n_chunks: int):
+def _chunk_progress(enabled: bool, n_chunks: int, name: str = "prequential"):
     if not enabled:
         yield None
         return
     with Progress(
-        TextColumn("[bold]prequential"),
+        TextColumn(f"[bold]{name}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[kbits]} kbit so far"),
@@ -128,13 +138,15 @@ def estimate(
     root: str | os.PathLike | None = None,
     threshold: float = DEFAULT_THRESHOLD,
     prequential_cfg: PrequentialConfig | None = None,
-    budget_s: float | None = DEFAULT_BUDGET_S,
+    switch_cfg: SwitchConfig | None = None,
+    budget_s: float | None = -1.0,
     use_cache: bool = True,
     progress: bool = False,
 ) -> Estimate:
     """Run one estimator on `dataset`'s official training set, reusing a cached result if any.
 
-    Prequential results cut short by `budget_s` are returned but not cached.
+    Prequential results cut short by `budget_s` are returned but not cached. `budget_s` -1 (the
+    default): the estimator's own default (`DEFAULT_BUDGETS_S`); None: no limit.
     """
     if estimator not in ESTIMATORS:
         raise MincapError(f"unknown estimator {estimator!r}; known: {', '.join(ESTIMATORS)}")
@@ -143,7 +155,10 @@ def estimate(
     simple._check_threshold(threshold)
     cfg = prequential_cfg or PrequentialConfig()
     x, y = data.load_arrays(dataset, root, True)
-    settings = _settings(estimator, threshold, cfg)
+    switch_cfg = switch_cfg or SwitchConfig()
+    if budget_s is not None and budget_s == -1.0:
+        budget_s = DEFAULT_BUDGETS_S.get(estimator)
+    settings = _settings(estimator, threshold, cfg, switch_cfg)
     name = None
     if use_cache:
         name = cache.key(dataset, estimator, settings, cache.fingerprint(x, y))
@@ -157,7 +172,7 @@ def estimate(
                 pass  # an entry from another version: recompute
     t0 = time.perf_counter()
     per, total, details = _compute(
-        estimator, x, y, data.DATASETS[dataset].n_classes, threshold, cfg, budget_s, progress
+        estimator, x, y, data.DATASETS[dataset].n_classes, threshold, cfg, budget_s, progress, switch_cfg
     )
     est = Estimate(dataset, estimator, per, total, int(len(y)), settings, details, time.perf_counter() - t0)
     if name is not None and not details.get("budget_hit"):

@@ -20,7 +20,7 @@ def fmt_amount(bits: float | None, unit: str = "bit") -> str:
 
 def _note(row: dict) -> str:
     d = row.get("details") or {}
-    if row["estimator"] == "prequential" and "fraction_of_uniform" in d:
+    if row["estimator"].startswith("prequential") and "fraction_of_uniform" in d:
         cut = ", budget hit" if d.get("budget_hit") else ""
         return f"{100 * d['fraction_of_uniform']:.1f}% of uniform code{cut}"
     if row["estimator"] == "compressed" and "best" in d:

@@ -4,10 +4,16 @@ Figure 1 (`plot_ladder`, `-o FILE.png`): for each study, X = one entropy estimat
 dataset (bits for the whole training set where defined, else bits per image), Y = the
 artifact bits of its chosen network (smallest trial whose *validation* accuracy reaches the
 target), both log scale, each point labelled with the dataset, its bits, the target and the
-test accuracy. Reference lines: y = x; MacKay's 2 bits per weight as the learner used it
-(X / 2 weights stored as 32-bit floats: y = 16 x); the learner's MNIST prediction (191 bits
--> 95 weights x 32 bits = 3,040 bits); each dataset's prequential code length of its labels
-where computed; published MNIST >= 99% sizes. Labels are placed so that none overlaps another.
+test accuracy. Both axes are upper bounds and say so: Y is the smallest network *found*, X a
+code length (or size) that a better model would shorten. Beside each point: its network's
+two-part code (file + training labels coded with it; hollow square), the rung's prequential
+codes (hollow circle: MLP; hollow triangle: switching CNNs), its replicates (other seeds of
+the chosen configuration: an error bar over their bits, and how many reach the target), and
+networks from files made outside a study (squares). Reference lines: y = x; MacKay's rule in
+the axes' units (X bits need X / 2 weights, at w bits per weight (X / 2) * w bits, w the
+placed files' weight width, named in the legend); the learner's MNIST prediction (191 bits ->
+95 weights x 32 bits = 3,040 bits, kept as the learner had it); published MNIST >= 99% sizes.
+Labels are placed so that none overlaps another.
 
 Figure 2 (`plot_pareto`, `FILE-pareto.png`): each study's Pareto front, artifact bits
 against validation accuracy, with the target line and the chosen network marked.
@@ -48,12 +54,18 @@ RUNG_COLORS = ("tab:blue", "tab:red", "tab:brown", "tab:pink", "tab:olive", "tab
                "darkgoldenrod", "crimson", "teal", "slateblue", "black")
 
 X_LABELS = {
-    "asker": "the learner's 'entropy': Σ −p_i log2 p_i over pixels, bits per image (not an entropy)",
-    "pixels": "Σ H2(p_i) over binarized pixels × images: bits, whole training set",
-    "compressed": "best compressed size of the training images: bits",
-    "labels": "H(Y) × images: the training labels sent with no model, bits",
-    "prequential": "prequential code length of the training labels given the images: bits",
+    "asker": "the learner's 'entropy': Σ −p_i log2 p_i over pixels, bits per image (not an entropy, bounds nothing)",
+    "pixels": "Σ H2(p_i) over binarized pixels × images (an upper bound on the binarized images' entropy): bits",
+    "compressed": "best compressed size of the training images (an upper bound on their information): bits",
+    "labels": "H(Y) × images: the training labels sent with no model (an upper bound): bits",
+    "prequential": "prequential code of the training labels given the images, one-hidden-layer MLP\n"
+                   "(an upper bound on the information in the labels): bits",
+    "prequential-switch": "prequential code of the training labels given the images, switching between a linear "
+                          "model and two CNNs\n(an upper bound on the information in the labels): bits",
 }
+Y_LABEL = "smallest network found (an upper bound on the minimum): bits of its .mincap file"
+# How each prequential estimator's code is drawn beside a rung.
+CODE_MARKERS = {"prequential": "o", "prequential-switch": "^"}
 
 
 def pareto_path(output: str | Path) -> Path:
@@ -160,8 +172,10 @@ def draw_ladder(info: LadderInfo, estimator: str) -> Figure:
 
     # Reference lines, labelled on the line.
     gx = [x_lo, x_hi]
+    w = info.mackay_width
     ax.plot(gx, gx, color="0.55", lw=1, ls="--", zorder=1)
-    ax.plot(gx, [16 * v for v in gx], color="tab:orange", lw=1.2, ls="-.", zorder=1)
+    ax.plot(gx, [w / 2 * v for v in gx], color="tab:orange", lw=1.2, ls="-.", zorder=1,
+            label=f"MacKay: X bits need X/2 weights, × {w} bits per weight (the files' weight width) = {w / 2:g}X")
 
     ax.axhline(LEARNER["bits"], color="tab:purple", lw=1, ls=":", zorder=1)
     ax.text(x_hi / 1.1, LEARNER["bits"] / 1.08,
@@ -184,59 +198,104 @@ def draw_ladder(info: LadderInfo, estimator: str) -> Figure:
 
     # Prequential code lengths of the labels, where computed.
     for p in points:
-        if p["preq"]:
-            ax.plot([p["x"], p["x"]], [p["preq"], p["y"]], color="0.75", lw=0.8, zorder=1)
-            ax.plot([p["x"]], [p["preq"]], marker="o", ms=6, mfc="white", color=PREQ_COLOR, zorder=3)
-            # On the prequential X axis these points sit on y = x: that line's label names them,
+        for name, bits in p["codes"].items():
+            ax.plot([p["x"], p["x"]], [bits, p["y"]], color="0.75", lw=0.8, zorder=1)
+            ax.plot([p["x"]], [bits], marker=CODE_MARKERS.get(name, "o"), ms=6, mfc="white", color=PREQ_COLOR,
+                    zorder=3)
+            # On a prequential X axis its own points sit on y = x: that line's label names them,
             # and six copies of one sentence would crowd out the rung labels.
-            if estimator != "prequential":
-                label_items.append((p["x"], p["preq"], f"prequential: {fmt_bits_unit(p['preq'])}", PREQ_COLOR, -1))
+            if estimator != name:
+                label_items.append((p["x"], bits, f"{name}: {fmt_bits_unit(bits)}", PREQ_COLOR, -1))
 
+    colors = {}
     for i, p in enumerate(points):
-        color = RUNG_COLORS[i % len(RUNG_COLORS)]
+        color = colors[p["dataset"]] = RUNG_COLORS[i % len(RUNG_COLORS)]
         ax.plot([p["x"]], [p["y"]], marker="o", ms=8, color=color, zorder=5)
+        rep = p.get("replicates")
+        seeds = ""
+        if rep:
+            if rep["bits_lo"] is not None:
+                lo, hi = min(rep["bits_lo"], p["y"]), max(rep["bits_hi"], p["y"])
+                ax.plot([p["x"], p["x"]], [lo, hi], color=color, lw=1.6, zorder=4, solid_capstyle="butt")
+                ax.plot([p["x"]] * 2, [lo, hi], ls="none", marker="_", ms=9, mew=1.6, color=color, zorder=4)
+            seeds = f" · {rep['n_reach']}/{rep['k']} other seeds reach it"
         text = (f"{p['dataset']}: {fmt_bits_unit(p['y'])}\n"
-                f"target {fmt_target(p['target'])} · test {fmt_acc(p['test_acc'])}")
+                f"target {fmt_target(p['target'])} · test {fmt_acc(p['test_acc'])}{seeds}")
         label_items.append((p["x"], p["y"], text, color, +1))
+        if p.get("two_part"):
+            _two_part(ax, p["x"], p["y"], p["two_part"], color, label_items)
+    for f in info.files:
+        color = colors.get(f["dataset"], "black")
+        ax.plot([f["x"]], [f["y"]], marker="s", ms=8, color=color, mec="black", mew=1.0, zorder=5)
+        label_items.append((f["x"], f["y"], f"{f['file']} (mincap train): {fmt_bits_unit(f['y'])}\n"
+                            f"val {fmt_acc(f['val_acc'])} · test {fmt_acc(f['test_acc'])}", color, +1))
+        if f.get("two_part"):
+            _two_part(ax, f["x"], f["y"], f["two_part"], color, label_items)
+    _legend(ax, info)
     ax.set_xlabel(f"{X_LABELS.get(estimator, 'bits')}  (mincap entropy --estimator {estimator})", fontsize=9)
-    ax.set_ylabel("smallest network reaching the target: bits of its .mincap file", fontsize=9)
-    ax.set_title("Information in the dataset vs the smallest verified network that reaches the target\n"
-                 "(chosen on validation; test accuracy reported)", fontsize=10)
+    ax.set_ylabel(Y_LABEL, fontsize=9)
+    ax.set_title("Information in the dataset vs the smallest network found that reaches the target\n"
+                 "(both upper bounds; chosen on validation, test accuracy reported)", fontsize=10)
     if skipped:
         note = "not placed: " + "; ".join(f"{k} ({v})" for k, v in skipped.items())
         fig.text(0.01, 0.01, note, fontsize=7.5, color="0.3", ha="left", va="bottom", wrap=True)
     # Lay out first: label placement measures boxes in the final geometry.
     fig.tight_layout(rect=(0, 0.03 if skipped else 0, 1, 1))
     _place_labels(fig, ax, label_items)
-    avoid = [(p["x"], p["y"]) for p in points] + [(p["x"], p["preq"]) for p in points if p["preq"]]
+    avoid = [(p["x"], p["y"]) for p in points] + [(p["x"], b) for p in points for b in p["codes"].values()]
+    avoid += [(p["x"], p["two_part"]) for p in points if p.get("two_part")] + [(f["x"], f["y"]) for f in info.files]
     avoid += [(mnist_x, b) for _, b in ANCHORS] if mnist_x else []
-    on_diagonal = ("y = x: network bits = estimate (hollow circles: each rung's prequential code)"
-                   if estimator == "prequential" else "y = x: network bits = estimate")
+    on_diagonal = ("y = x: network bits = estimate (hollow markers on it: each rung's code of this estimator)"
+                   if estimator in CODE_MARKERS else "y = x: network bits = estimate")
     _line_label(fig, ax, 1.0, (on_diagonal, "y = x: network bits = estimate", "y = x"), "0.4", avoid)
-    _line_label(fig, ax, 16.0, (
-        f"MacKay as the learner used it: estimate / 2 weights × {MACKAY_FLOAT_BITS}-bit floats (y = 16x)",
-        f"MacKay as the learner: /2 weights × {MACKAY_FLOAT_BITS} bits",
-        "MacKay as the learner: y = 16x",
-        "MacKay ×16",
+    _line_label(fig, ax, w / 2, (
+        f"MacKay: X / 2 weights × {w} bits (y = {w / 2:g}x)",
+        f"MacKay, {w}-bit weights",
     ), "tab:orange", avoid)
     return fig
 
 
+def _two_part(ax, x: float, y: float, bits: float, color, label_items: list) -> None:
+    """A network's two-part code (file + training labels) above its point: hollow square, dotted link."""
+    ax.plot([x, x], [y, bits], color=color, lw=0.8, ls=":", zorder=2)
+    ax.plot([x], [bits], marker="s", ms=6, mfc="white", color=color, zorder=4)
+    label_items.append((x, bits, f"two-part: {fmt_bits_unit(bits)}", color, -1))
+
+
+def _legend(ax, info: LadderInfo) -> None:
+    """What each kind of marker is, with the MacKay line's weight width (proxies: nothing drawn)."""
+    kw = {"ls": "none", "color": "0.3"}
+    ax.plot([], [], marker="o", ms=7, label="smallest network a study found (validation ≥ target)", **kw)
+    if info.files:
+        ax.plot([], [], marker="s", ms=7, mec="black", label="network from a documented mincap train command", **kw)
+    if any(p.get("two_part") for p in info.points) or any(f.get("two_part") for f in info.files):
+        ax.plot([], [], marker="s", ms=6, mfc="white", label="two-part code: file + training labels coded with it",
+                **kw)
+    for name, m in CODE_MARKERS.items():
+        if any(name in p["codes"] for p in info.points):
+            ax.plot([], [], marker=m, ms=6, mfc="white", ls="none", color=PREQ_COLOR,
+                    label=f"{name} code of the training labels (an upper bound)")
+    if any(p.get("replicates") for p in info.points):
+        ax.plot([], [], marker="_", ms=9, mew=1.6, label="bar: bits of the chosen configuration over seeds", **kw)
+    ax.legend(loc="upper left", fontsize=7, framealpha=0.9)
+
+
 def plot_ladder(rungs: list[dict[str, Any]], output: str | Path, *, estimator: str = "prequential",
-                data_dir=None, compute: bool = True) -> dict[str, Any]:
+                data_dir=None, compute: bool = True, artifacts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Figure 1: entropy estimate (X) vs artifact bits of the chosen network (Y), log-log, saved to `output`.
 
-    Returns what was drawn: {"points": [...], "skipped": {dataset: reason}}. A figure that
+    `artifacts`: verify records of files made outside a study, placed where they reach a rung's target.
+    Returns what was drawn: {"points": [...], "files": [...], "skipped": {name: reason}}. A figure that
     would place none of the rungs is not written: one-line MincapError naming why each is not.
     """
-    info = ladder_info(rungs, estimator, data_dir=data_dir, compute=compute)
-    if not info.points:
+    info = ladder_info(rungs, estimator, data_dir=data_dir, compute=compute, artifacts=artifacts)
+    if not info.points and not info.files:
         why = "; ".join(f"{k} ({v})" for k, v in info.skipped.items())
         hint = (f"; run: mincap entropy DATASET --estimator {estimator}"
                 if any("estimate" in v for v in info.skipped.values()) else "")
         raise MincapError(f"{output}: would place 0 of {len(rungs)} studies, so nothing was written: {why}{hint}")
     _save(draw_ladder(info, estimator), output)
-    return {"points": info.points, "skipped": info.skipped}
+    return {"points": info.points, "files": info.files, "skipped": info.skipped}
 
 
 # --- figure 2 ------------------------------------------------------------------------------

@@ -10,6 +10,11 @@ clone is empty) is taken from it, and `save_summaries` rewrites it with nothing 
 `load_rungs` only loads; `entropy_x` finds (or, for cheap estimators, computes) each
 rung's entropy estimate, the X of figure 1.
 
+Each placed point carries what the figure draws beside it: the two-part code of its network
+(`chosen.two_part`), the rung's prequential codes, and its replicates (the chosen configuration
+retrained with other seeds, `mincap summary --replicates`). Files made outside a study
+(`mincap.results.artifacts`) are placed beside the rungs, marked as files.
+
 `ladder_info` and `pareto_info` extract what the figures show (Optuna keeps
 `_get_pareto_front_info` apart from drawing the same way); `mincap.results.figures`
 draws them, `mincap.results.markdown` writes `report_rows` as a table.
@@ -27,9 +32,11 @@ from typing import Any, NamedTuple
 
 from mincap import entropy
 from mincap.data.variants import LADDER
+from mincap.entropy import PREQUENTIAL_ESTIMATORS
 from mincap.entropy import cache as entropy_cache
 from mincap.errors import MincapError
 from mincap.report import fmt_duration, fmt_target
+from mincap.results.artifacts import place_artifacts
 from mincap.results.stored import (
     config_of,
     load_summary,
@@ -47,6 +54,7 @@ __all__ = [
     "CHEAP_ESTIMATORS",
     "LEARNER",
     "MACKAY_FLOAT_BITS",
+    "MACKAY_WIDTH_BITS",
     "LadderInfo",
     "ParetoInfo",
     "cpu_time_s",
@@ -55,6 +63,7 @@ __all__ = [
     "ladder_info",
     "load_rungs",
     "machine_description",
+    "mackay_width",
     "pareto_info",
     "report_rows",
     "rung_name",
@@ -65,8 +74,11 @@ __all__ = [
 # Estimators cheap and deterministic enough to compute when a summary lacks them (< a few s).
 CHEAP_ESTIMATORS = ("asker", "pixels", "labels")
 # MacKay's ~2 bits of capacity per weight, used as the learner did: bits / 2 = weights
-# needed; each weight stored as a 32-bit float.
+# needed; each weight stored as a 32-bit float (the learner's point only).
 MACKAY_FLOAT_BITS = 32
+# The rule drawn in the axes' units: X bits need X / 2 weights, at w bits each (X / 2) * w bits.
+# w is the weight width of the placed networks' files (`mackay_width`); 4 bits when none is known.
+MACKAY_WIDTH_BITS = 4
 # The learner: 191 "bits of entropy" -> ~95 units; read as 95 float32 weights.
 LEARNER = {"entropy_bits": 191.0, "weights": 95, "bits": 95 * MACKAY_FLOAT_BITS}
 # Published sizes of MNIST classifiers at >= 99% test accuracy (bits).
@@ -201,16 +213,51 @@ def rung_name(rung: dict[str, Any]) -> str:
 class LadderInfo(NamedTuple):
     """What figure 1 shows: placed points, skipped rungs and why, MNIST's X, axis limits."""
 
-    points: list[dict[str, Any]]  # dataset, x, y (artifact bits), target, test_acc, n_params, preq
+    points: list[dict[str, Any]]  # dataset, x, y (artifact bits), target, test_acc, n_params, preq, codes, ...
     skipped: dict[str, str]
     mnist_x: float | None  # where the published MNIST sizes sit; None: drawn as lines
     xlim: tuple[float, float]
     ylim: tuple[float, float]
+    files: list[dict[str, Any]] = []  # networks from files (`mincap.results.artifacts`), with their x
+    mackay_width: int = MACKAY_WIDTH_BITS  # bits per weight the MacKay line assumes
 
 
-def ladder_info(rungs: list[dict[str, Any]], estimator: str, *, data_dir=None,
-                compute: bool = True) -> LadderInfo:
-    """Figure 1's data: each rung with a chosen network and an estimate is a point (X, artifact bits)."""
+def mackay_width(points: list[dict[str, Any]]) -> int:
+    """The weight width of the placed networks' files: the median of their layers' bit widths.
+
+    (`bits_per_layer` of a chosen network, `layers[].bits` of a verify record); MACKAY_WIDTH_BITS
+    when none records it.
+    """
+    w = sorted(b for p in points for b in (p.get("bits_per_layer") or [la["bits"] for la in p.get("layers") or []]))
+    return w[len(w) // 2] if w else MACKAY_WIDTH_BITS
+
+
+def _replicates(c: dict[str, Any]) -> dict[str, Any] | None:
+    """The chosen network's replicates as the figure shows them: how many reach, the range of their bits."""
+    r = c.get("replicates")
+    if not r or not r.get("k"):
+        return None
+    bits = [float(b) for b in r.get("artifact_bits") or []]
+    return {"k": r["k"], "n_reach": r["n_reach"], "val_acc": r.get("val_acc") or [],
+            "bits_lo": min(bits, default=None), "bits_hi": max(bits, default=None)}
+
+
+def _point(r: dict[str, Any], x: float) -> dict[str, Any]:
+    c, ent = r["chosen"], r.get("entropy") or {}
+    codes = {k: estimate_bits(ent.get(k)) for k in PREQUENTIAL_ESTIMATORS if estimate_bits(ent.get(k))}
+    return {"dataset": rung_name(r), "x": x, "y": float(c["artifact_bits"]), "target": r["target"],
+            "test_acc": c.get("test_acc"), "n_params": c.get("n_params"), "bits_per_layer": c.get("bits_per_layer"),
+            "preq": (ent.get("prequential") or {}).get("bits_total"), "codes": codes,
+            "two_part": (c.get("two_part") or {}).get("total_bits"), "replicates": _replicates(c)}
+
+
+def ladder_info(rungs: list[dict[str, Any]], estimator: str, *, data_dir=None, compute: bool = True,
+                artifacts: list[dict[str, Any]] | None = None) -> LadderInfo:
+    """Figure 1's data: each rung with a chosen network and an estimate is a point (X, artifact bits).
+
+    `artifacts`: verify records (`mincap.results.artifacts.load_artifacts`) placed beside the
+    rungs when they reach a rung's target on its validation split; the others are skipped with why.
+    """
     points, skipped = [], {}
     for r in rungs:
         x = entropy_x(r, estimator, data_dir=data_dir, compute=compute)
@@ -220,17 +267,25 @@ def ladder_info(rungs: list[dict[str, Any]], estimator: str, *, data_dir=None,
         elif x is None:
             skipped[rung_name(r)] = f"no {estimator} estimate"
         else:
-            points.append({"dataset": rung_name(r), "x": x, "y": float(c["artifact_bits"]), "target": r["target"],
-                           "test_acc": c.get("test_acc"), "n_params": c.get("n_params"),
-                           "preq": ((r.get("entropy") or {}).get("prequential") or {}).get("bits_total")})
+            points.append(_point(r, x))
+    files, file_skipped = place_artifacts(artifacts or [], rungs)
+    for f in files:
+        rung = next(r for r in rungs if r.get("dataset") == f["dataset"])
+        f["x"] = entropy_x(rung, estimator, data_dir=data_dir, compute=compute)
+        if f["x"] is None:
+            file_skipped[f["file"]] = f"no {estimator} estimate"
+    files = [f for f in files if f["x"] is not None]
+    skipped.update(file_skipped)
     mnist_x = next((p["x"] for p in points if p["dataset"] == "mnist"), None)
     if mnist_x is None:
         mnist_r = next((r for r in rungs if r.get("dataset") == "mnist"), {"dataset": "mnist", "entropy": {}})
         mnist_x = entropy_x(dict(mnist_r), estimator, data_dir=data_dir, compute=compute)
 
-    xs = [p["x"] for p in points] + ([mnist_x] if mnist_x else [])
-    ys = [p["y"] for p in points] + [b for _, b in ANCHORS] + [LEARNER["bits"]]
-    ys += [p["preq"] for p in points if p["preq"]]
+    xs = [p["x"] for p in points] + [f["x"] for f in files] + ([mnist_x] if mnist_x else [])
+    ys = [p["y"] for p in points] + [f["y"] for f in files] + [b for _, b in ANCHORS] + [LEARNER["bits"]]
+    ys += [v for p in points for v in p["codes"].values()] + [p["two_part"] for p in points if p["two_part"]]
+    ys += [f["two_part"] for f in files if f["two_part"]]
+    ys += [v for p in points if p["replicates"] for v in (p["replicates"]["bits_lo"], p["replicates"]["bits_hi"]) if v]
     if estimator == "asker":
         xs.append(LEARNER["entropy_bits"])
     x_lo, x_hi = (min(xs) / 4, max(xs) * 4) if xs else (1e2, 1e6)
@@ -238,7 +293,7 @@ def ladder_info(rungs: list[dict[str, Any]], estimator: str, *, data_dir=None,
     if x_hi / x_lo < 100:
         mid = math.sqrt(x_lo * x_hi)
         x_lo, x_hi = mid / 10, mid * 10
-    return LadderInfo(points, skipped, mnist_x, (x_lo, x_hi), (y_lo, y_hi))
+    return LadderInfo(points, skipped, mnist_x, (x_lo, x_hi), (y_lo, y_hi), files, mackay_width(points + files))
 
 
 class ParetoInfo(NamedTuple):
@@ -328,6 +383,7 @@ def report_rows(rungs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                        + (fmt_duration(cfg["budget_timeout_s"]) if cfg.get("budget_timeout_s") else "no time limit")
                        if cfg.get("budget_trials") is not None else "-"),
             "n_val": cfg.get("n_val"),
+            "two_part": (c.get("two_part") or {}).get("total_bits"), "replicates": c.get("replicates"),
         }
         rows.append(row)
     return rows

@@ -21,32 +21,65 @@ from mincap.results.ladder import (
     MACKAY_FLOAT_BITS,
     estimate_bits,
     machine_description,
+    mackay_width,
     report_rows,
     rung_name,
 )
 
-__all__ = ["report_markdown", "rungs_table", "write_report"]
+__all__ = ["files_table", "replicates_cell", "report_markdown", "rungs_table", "write_report"]
 
 _KEEP = re.compile(r"<!-- conclusions:begin -->.*?<!-- conclusions:end -->", re.S)
+
+
+def replicates_cell(rep: dict[str, Any] | None) -> str:
+    """'2 of 3 (98.9-99.1%, 11,980-12,400 bits)': other seeds of the chosen configuration reaching the target."""
+    if not rep or not rep.get("k"):
+        return "-"
+    accs, bits = rep.get("val_acc") or [], rep.get("artifact_bits") or []
+    acc = f"{100 * min(accs):.2f}–{100 * max(accs):.2f}%" if accs else ""
+    size = f"{min(bits):,}–{max(bits):,} bits" if bits else ""
+    extra = ", ".join(v for v in (acc, size) if v)
+    return f"{rep['n_reach']} of {rep['k']}" + (f" ({extra})" if extra else "")
 
 
 def rungs_table(rows: list[dict[str, Any]]) -> list[str]:
     """The 'Every rung' table, one line per `report_rows` row."""
     head = (*(f"{k} (bits/image)" if k == "asker" else f"{k} (bits)" for k in ESTIMATORS),
-            "target", "chosen network", "artifact bits", "parameters", "val acc",
-            "test acc", "trials (complete)", "trial time", "search wall time", "budget per run")
-    align = ["---"] + ["---:"] * (len(ESTIMATORS) + 1) + ["---"] + ["---:"] * 8
+            "target", "chosen network", "artifact bits", "two-part code (bits)", "parameters", "val acc",
+            "test acc", "other seeds reaching the target (val)", "trials (complete)", "trial time",
+            "search wall time", "budget per run")
+    align = ["---"] + ["---:"] * (len(ESTIMATORS) + 1) + ["---"] + ["---:"] * 10
     out = ["| " + " | ".join(("dataset", *head)) + " |", "|" + "|".join(align) + "|"]
     for w in rows:
         out.append("| " + " | ".join([
             w["dataset"], *(w["entropy"][k] for k in ESTIMATORS),
             fmt_target(w["target"]), f"`{w['spec']}`" if w["artifact_bits"] is not None else w["spec"],
             f"{w['artifact_bits']:,}" if w["artifact_bits"] is not None else "-",
+            f"{w['two_part']:,.0f}" if w.get("two_part") is not None else "-",
             f"{w['n_params']:,}" if w["n_params"] is not None else "-",
-            fmt_acc(w["val_acc"]), fmt_acc(w["test_acc"]), f"{w['n_trials']} ({w['complete']})",
+            fmt_acc(w["val_acc"]), fmt_acc(w["test_acc"]), replicates_cell(w.get("replicates")),
+            f"{w['n_trials']} ({w['complete']})",
             fmt_duration(w["cpu_s"]), fmt_duration(w["wall_s"]), w["budget"],
         ]) + " |")
     return out
+
+
+def files_table(files: list[dict[str, Any]]) -> list[str]:
+    """Networks from files made outside a study that reach a rung's target (placed on the figure as squares)."""
+    if not files:
+        return []
+    out = ["## Networks from files (outside the studies)", "",
+           "Each file was written by a documented `mincap train` command and checked by `mincap verify` on the "
+           "rung's validation split; it reaches the rung's target there, so it is placed on the figure beside "
+           "the study's choice, marked as a file.", "",
+           "| file | dataset | target | artifact bits | two-part code (bits) | parameters | val acc | test acc |",
+           "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for f in files:
+        tp = f"{f['two_part']:,.0f}" if f.get("two_part") is not None else "-"
+        n = f"{f['n_params']:,}" if f.get("n_params") is not None else "-"
+        out.append(f"| `{f.get('path') or f['file']}` | {f['dataset']} | {fmt_target(f['target'])} | {int(f['y']):,} | "
+                   f"{tp} | {n} | {fmt_acc(f['val_acc'])} | {fmt_acc(f['test_acc'])} |")
+    return out + [""]
 
 
 def _comparison(rungs: list[dict[str, Any]], estimator: str) -> list[str]:
@@ -90,7 +123,8 @@ def _info_section(rungs: list[dict[str, Any]], base: Path) -> list[str]:
 
 def report_markdown(rungs: list[dict[str, Any]], *, figure: str | Path, pareto: str | Path | None = None,
                     report_path: str | Path | None = None, estimator: str = "prequential",
-                    machine: str | None = None, command: str = "mincap plot", conclusions: str | None = None) -> str:
+                    machine: str | None = None, command: str = "mincap plot", conclusions: str | None = None,
+                    files: list[dict[str, Any]] | None = None) -> str:
     """The markdown report: figures, one table row per rung, machine and budget, comparison, conclusions."""
     base = Path(report_path).parent if report_path else Path(".")
 
@@ -131,19 +165,28 @@ def report_markdown(rungs: list[dict[str, Any]], *, figure: str | Path, pareto: 
         "- **Chosen network**: the smallest `.mincap` artifact whose validation accuracy reaches the "
         "target; its test accuracy is reported, never used to choose.",
         "- **Entropy columns** (`mincap entropy`, official training part): `asker` is bits per image "
-        "(the learner's computation, not an entropy); the others are bits for the whole training set.",
+        "(the learner's computation, not an entropy); the others are bits for the whole training set, "
+        "each an upper bound on what it estimates (a better model or compressor gives a smaller figure).",
+        "- **Both axes of the figure are upper bounds**: the chosen network is the smallest *found*; the "
+        "smallest that exists may be smaller.",
+        "- **Two-part code**: the chosen network's file bits plus the official training labels coded with the "
+        "decoded network (`mincap.twopart`): a real code length for the labels given the images, like the "
+        "prequential codes.",
         "",
         "## Every rung",
         "",
         *rungs_table(rows),
         "",
+        *files_table(files or []),
         *_info_section(rungs, base),
         f"## Comparison (generated; X of the plot: `{estimator}`)",
         "",
         *_comparison(rungs, estimator),
         "",
         f"The learner's reading of MacKay's rule: 191 bits / 2 = {LEARNER['weights']} weights; at "
-        f"{MACKAY_FLOAT_BITS}-bit floats, {LEARNER['bits']:,} bits (the purple line of the plot).",
+        f"{MACKAY_FLOAT_BITS}-bit floats, {LEARNER['bits']:,} bits (the purple line of the plot). The rule in "
+        f"the plot's units (orange line): X bits need X / 2 weights, at the placed files' weight width of "
+        f"{_width(rungs, files)} bits, (X / 2) × {_width(rungs, files)} bits.",
         "",
         "## Conclusions",
         "",
@@ -151,6 +194,11 @@ def report_markdown(rungs: list[dict[str, Any]], *, figure: str | Path, pareto: 
         "",
     ]
     return "\n".join(lines)
+
+
+def _width(rungs: list[dict[str, Any]], files) -> int:
+    """The MacKay line's weight width, as the figure computes it from the placed networks."""
+    return mackay_width([r["chosen"] for r in rungs if r.get("chosen")] + list(files or []))
 
 
 def write_report(rungs: list[dict[str, Any]], report_path: str | Path, **kw) -> Path:

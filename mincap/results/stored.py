@@ -53,7 +53,7 @@ def summary_path(study_file: str | Path) -> Path:
 def config_of(cfg, source: str) -> dict[str, Any]:
     """What a summary records of its study file: target, validation size, budget."""
     return {
-        "file": source, "target": cfg.study.target, "n_val": cfg.data.n_val,
+        "file": source, "target": cfg.study.target, "n_val": cfg.data.n_val, "split_seed": cfg.data.split_seed,
         "budget_trials": cfg.budget.trials, "budget_timeout_s": cfg.budget.timeout_s,
     }
 

@@ -9,7 +9,9 @@ The chosen network is the COMPLETE trial with the smallest `artifact_bits` whose
 its stored artifact, saved in the study (`test_acc/<trial>` user attribute) and shown
 — it never takes part in choosing. On request (`replicates=K`) the chosen configuration is
 retrained with K more seeds on validation (`mincap.search.replicates`, stored in the study)
-and the count reaching the target is shown. `summarize` returns the summary as plain data (the
+and the count reaching the target is shown. The chosen network's two-part code (its file plus
+the training labels coded with it, `mincap.twopart`) is computed once from its artifact and
+stored like the test accuracy (`two_part/<trial>`). `summarize` returns the summary as plain data (the
 dict `mincap summary --json` prints); `summary_tables` renders it for the terminal.
 """
 
@@ -28,8 +30,9 @@ from mincap.errors import MincapError
 from mincap.report import fmt_acc, fmt_bits
 from mincap.search.replicates import replicate_trial, stored_replicates
 from mincap.train import final_test_accuracy
+from mincap.twopart import two_part_code
 
-__all__ = ["chosen_trial", "pick_trial", "summarize", "summary_tables", "test_accuracy_once"]
+__all__ = ["chosen_trial", "pick_trial", "summarize", "summary_tables", "test_accuracy_once", "two_part_once"]
 
 
 def _feasible(t, target: float) -> bool:
@@ -79,6 +82,14 @@ def test_accuracy_once(study, trial, dataset: str, read_artifact: Callable[[Any]
     acc, _ = final_test_accuracy(dec.model, dataset, root=data_dir)
     study.set_user_attr(key, acc)
     return acc
+
+
+def two_part_once(study, trial, dataset: str, read_artifact: Callable[[Any], bytes], *, data_dir=None) -> dict:
+    """The chosen trial's two-part code on the training labels (`mincap.twopart`), once per study."""
+    key = f"two_part/{trial.number}"
+    if key not in study.user_attrs:
+        study.set_user_attr(key, two_part_code(read_artifact(trial), dataset, data_dir=data_dir))
+    return study.user_attrs[key]
 
 
 def _search_wall_s(trials) -> float:
@@ -134,6 +145,12 @@ def summarize(study, *, target: float, dataset: str, read_artifact=None, data_di
             chosen["test_acc"] = test_accuracy_once(study, best, dataset, read_artifact, data_dir=data_dir)
         else:
             chosen["test_acc"] = study.user_attrs.get(f"test_acc/{best.number}")
+        chosen["two_part"] = study.user_attrs.get(f"two_part/{best.number}")
+        if read_artifact is not None and chosen["two_part"] is None:
+            try:
+                chosen["two_part"] = two_part_once(study, best, dataset, read_artifact, data_dir=data_dir)
+            except MincapError:  # the training set is not on this machine: no figure, a stored one stands
+                pass
         if replicates and study_cfg is not None:
             chosen["replicates"] = replicate_trial(study, best, study_cfg, k=replicates, data_dir=data_dir)
         else:
@@ -194,6 +211,11 @@ def summary_tables(s: dict[str, Any]) -> Group:
         t3.add_row("MacKay bits (2 per parameter)", fmt_bits(c["mackay_bits"]))
         t3.add_row("validation accuracy", fmt_acc(c["val_acc"]))
         t3.add_row("test accuracy (reported, not used to choose)", fmt_acc(c.get("test_acc")))
+        if c.get("two_part"):
+            tp = c["two_part"]
+            t3.add_row("two-part code: file + training labels", f"{fmt_bits(tp['artifact_bits'])} + "
+                       f"{fmt_bits(round(tp['label_bits']))} = {fmt_bits(round(tp['total_bits']))} "
+                       f"({tp['n_labels']:,} labels)")
         if c.get("replicates"):
             r = c["replicates"]
             t3.add_row("other seeds reaching the target (validation)",

@@ -31,6 +31,18 @@ FAKES = {
     "mnist": _summary("mnist", 0.99, 14000, 2668, 0.9912, 0.9907, 199192.3, 7163.0, 190.79, 60, 1800.0),
     "mnist-k2": _summary("mnist-k2", 0.99, 900, 310, 0.9985, 0.9991, 12626.8, 150.0, 176.44, 40, 600.0),
 }
+# What issue 16 adds to the MNIST rung: the switching prequential code, the chosen network's
+# two-part code, and three replicates of its configuration (two reach the target).
+FAKES["mnist"]["entropy"]["prequential-switch"] = {"bits_per_example": 4100.0 / 60000, "bits_total": 4100.0}
+FAKES["mnist"]["chosen"]["two_part"] = {"artifact_bits": 14000, "label_bits": 5500.0, "total_bits": 19500.0,
+                                        "n_labels": 60000}
+FAKES["mnist"]["chosen"]["replicates"] = {"trial": 3, "k": 3, "target": 0.99, "seeds": [100003, 200006, 300009],
+                                          "val_acc": [0.991, 0.9896, 0.9902], "artifact_bits": [13800, 14600, 14200],
+                                          "n_reach": 2}
+# A file made outside the studies, as `mincap verify --json` writes it.
+VERIFY = {"file": "studies/artifacts/small-99.mincap", "dataset": "mnist", "n_val": 5000, "split_seed": 0,
+          "val_acc": 0.9905, "test_acc": 0.9911, "artifact_bits": 9000, "n_params": 2000, "nominal_bits": 8200,
+          "two_part": {"artifact_bits": 9000, "label_bits": 6000.0, "total_bits": 15000.0, "n_labels": 60000}}
 
 
 @pytest.fixture

@@ -110,3 +110,33 @@ def test_summary_module_does_not_import_matplotlib():
         capture_output=True, text=True,
     )
     assert r.stdout.strip() == "False True True", r.stderr
+
+
+def test_axes_say_they_are_bounds_and_mackay_is_drawn_at_the_files_width(summaries, tmp_path):
+    """Issue 16: labels name the estimator and the bound; MacKay's line is y = (w / 2) x with w in its legend."""
+    from tests.results.conftest import VERIFY
+
+    info = ladder.ladder_info(list(summaries.values()), "prequential", compute=False,
+                              artifacts=[{**VERIFY, "source": "small-99.verify.json"}])
+    fig = figures.draw_ladder(info, "prequential")
+    ax = fig.axes[0]
+    assert "upper bound on the minimum" in ax.get_ylabel() and "upper bound" in ax.get_xlabel()
+    assert "MLP" in ax.get_xlabel()
+    (mackay,) = [ln for ln in ax.get_lines() if ln.get_label().startswith("MacKay")]
+    xs, ys = mackay.get_data()
+    assert np.allclose(np.asarray(ys) / np.asarray(xs), info.mackay_width / 2) and info.mackay_width == 4
+    assert "4 bits per weight" in mackay.get_label()
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any("two-part" in t for t in legend) and any("mincap train" in t for t in legend)
+    # the two-part codes, the switching code and the file's network are drawn where their data say
+    drawn = {(round(float(x)), round(float(y))) for ln in ax.get_lines() for x, y in ln.get_xydata()}
+    assert {(7163, 19500), (7163, 4100), (7163, 9000), (7163, 15000)} <= drawn
+    # the replicate bar spans the seeds' bits, in the rung's colour
+    bar = [ln for ln in ax.get_lines() if list(ln.get_ydata()) == [13800.0, 14600.0]]
+    assert bar and np.allclose(to_rgb(bar[0].get_color()), to_rgb(figures.RUNG_COLORS[0]))
+    texts = " ".join(t.get_text() for t in ax.texts)
+    assert "2/3 other seeds reach it" in texts and "small-99.mincap (mincap train)" in texts
+    fig.savefig(tmp_path / "f.png")
+    img = _pixels(tmp_path / "f.png")
+    f = info.files[0]
+    assert np.allclose(_marker_rgb(fig, img, f["x"], f["y"]), to_rgb(figures.RUNG_COLORS[0]), atol=0.02)

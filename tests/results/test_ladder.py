@@ -80,7 +80,8 @@ def test_pareto_info_splits_the_front_at_the_target(summaries):
 def test_report_rows(summaries):
     (row,) = ladder.report_rows([summaries["mnist"]])
     assert row["entropy"] == {"asker": "190.8", "pixels": "-", "compressed": "-", "labels": "199,192",
-                              "prequential": "7,163"}
+                              "prequential": "7,163", "prequential-switch": "4,100"}
+    assert row["two_part"] == 19500.0 and row["replicates"]["n_reach"] == 2
     assert (row["artifact_bits"], row["complete"], row["cpu_s"], row["budget"]) == (14000, 59, 1802.0, "-")
 
 
@@ -89,3 +90,46 @@ def test_spec_short():
     assert ladder.spec_short(None) == "-"
     assert ladder.spec_short('{"family":"cnn","convs":[[4,5,2,1,1]],"head":"flatten"}', [8, 4]) == (
         "conv 4x5s2, flatten; bits 8/4")
+
+
+# --- issue 16: two-part codes, prequential codes, replicates, files, MacKay's width ---------
+
+
+def test_points_carry_codes_two_part_and_replicates(summaries):
+    info = ladder.ladder_info(list(summaries.values()), "prequential-switch", compute=False)
+    (m,) = [p for p in info.points if p["dataset"] == "mnist"]  # mnist-k2 has no switching estimate
+    assert info.skipped == {"mnist-k2": "no prequential-switch estimate"}
+    assert (m["x"], m["codes"], m["two_part"]) == (4100.0, {"prequential": 7163.0, "prequential-switch": 4100.0},
+                                                   19500.0)
+    assert m["replicates"] == {"k": 3, "n_reach": 2, "val_acc": [0.991, 0.9896, 0.9902], "bits_lo": 13800.0,
+                               "bits_hi": 14600.0}
+    assert info.ylim[1] > 19500.0 and info.mackay_width == 4  # the fakes' layers: 4/3/4/5 bits
+
+
+def _verify_file(tmp_path, **change):
+    from tests.results.conftest import VERIFY
+
+    p = tmp_path / f"f{len(list(tmp_path.glob('*.verify.json')))}.verify.json"
+    p.write_text(json.dumps({**VERIFY, **change}))
+    return p
+
+
+def test_files_are_placed_only_where_they_reach_the_rung_target_on_its_split(summaries, tmp_path):
+    from mincap.results.artifacts import load_artifacts
+
+    summaries["mnist"]["config"] = {"n_val": 5000, "split_seed": 0}
+    good = _verify_file(tmp_path)
+    low = _verify_file(tmp_path, val_acc=0.985, file="low.mincap")
+    other_split = _verify_file(tmp_path, n_val=1000, file="other.mincap")
+    no_rung = _verify_file(tmp_path, dataset="kmnist", file="k.mincap")
+    files = load_artifacts([str(p) for p in (good, low, other_split, no_rung)])
+    info = ladder.ladder_info(list(summaries.values()), "prequential", compute=False, artifacts=files)
+    (f,) = info.files
+    assert (f["file"], f["x"], f["y"], f["two_part"], f["target"]) == ("small-99.mincap", 7163.0, 9000.0, 15000.0, 0.99)
+    assert info.skipped["low.mincap"] == "validation 98.50% < target 99%"
+    assert "the study used 5000" in info.skipped["other.mincap"]
+    assert info.skipped["k.mincap"] == "no study of kmnist gives it a target"
+    assert len(load_artifacts([str(tmp_path)])) == 4  # a folder: its *.verify.json
+    (tmp_path / "x.json").write_text('{"a": 1}')
+    with pytest.raises(MincapError, match="not a verify record"):
+        load_artifacts([str(tmp_path / "x.json")])

@@ -19,12 +19,14 @@ def test_report_table_matches_the_summaries(fakes, run_plot):
     assert len(rows) == 2
     cells = {r.split("|")[1].strip(): [c.strip() for c in r.strip().strip("|").split("|")] for r in rows}
     m, k2 = cells["mnist"], cells["mnist-k2"]
-    # dataset, asker, pixels, compressed, labels, prequential, target, spec, bits, params, val, test, trials, cpu, budget
-    assert m[1:7] == ["190.8", "-", "-", "199,192", "7,163", "99%"]
-    assert m[8:14] == ["14,000", "2,668", "99.12%", "99.07%", "60 (59)", "30.0 min"]
-    assert k2[1:7] == ["176.4", "-", "-", "12,627", "150", "99%"]
-    assert k2[8:14] == ["900", "310", "99.85%", "99.91%", "40 (39)", "10.0 min"]
-    assert m[7] == "`conv 6x3/p2 12x3/p2 16x3, gap, bn; bits 4/3/4/5`"
+    # dataset, asker, pixels, compressed, labels, prequential, prequential-switch, target, spec, bits,
+    # two-part, params, val, test, other seeds, trials, cpu, wall, budget
+    assert m[1:8] == ["190.8", "-", "-", "199,192", "7,163", "4,100", "99%"]
+    assert m[9:17] == ["14,000", "19,500", "2,668", "99.12%", "99.07%", "2 of 3 (98.96–99.10%, 13,800–14,600 bits)",
+                       "60 (59)", "30.0 min"]
+    assert k2[1:8] == ["176.4", "-", "-", "12,627", "150", "-", "99%"]
+    assert k2[9:17] == ["900", "-", "310", "99.85%", "99.91%", "-", "40 (39)", "10.0 min"]
+    assert m[8] == "`conv 6x3/p2 12x3/p2 16x3, gap, bn; bits 4/3/4/5`"
     assert "mnist-k2** (target 99%): 900 bits, 0.0713× the labels figure" in text
 
 
@@ -55,7 +57,7 @@ def test_committed_results_regenerate_from_the_committed_summaries(tmp_path):
     committed = (STUDIES / "RESULTS.md").read_text()
     md = tmp_path / "RESULTS.md"
     rc = main(["plot", "--from-json", str(STUDIES / "history"), "--from-json", str(STUDIES / "ladder"), "--no-compute",
-               "-o", str(tmp_path / "ladder.png"), "--report", str(md)])
+               "--artifacts", str(STUDIES / "artifacts"), "-o", str(tmp_path / "ladder.png"), "--report", str(md)])
     assert rc == 0
 
     def tables(text):

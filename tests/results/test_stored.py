@@ -14,6 +14,7 @@ import pytest
 from mincap.cli import main
 from mincap.errors import MincapError
 from mincap.results import ladder, summary
+from mincap.results.artifacts import load_artifacts
 from mincap.results.stored import merge
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,15 +69,15 @@ def test_readme_plot_commands_on_a_fresh_clone_lose_nothing(tmp_path, monkeypatc
     committed = {p: json.loads(p.read_text()) for p in sorted(Path("studies").rglob("*.summary.json"))}
     assert len(committed) == 8
     expected = ladder.ladder_info(ladder.load_rungs([], ["studies/history", "studies/ladder"]), "prequential",
-                                  compute=False)
-    assert len(expected.points) == 5  # what the committed figure shows
+                                  compute=False, artifacts=load_artifacts(["studies/artifacts"]))
+    assert len(expected.points) == 5 and len(expected.files) == 1  # what the committed figure shows
     committed_rows = _rows(Path("studies/RESULTS.md"))
     for argv in [cmds[0], cmds[1]]:
         capsys.readouterr()
         rc = main(argv)
         err = capsys.readouterr().err
         assert rc == 0, (argv, err)
-        assert f"({len(expected.points)} of 8 studies placed)" in err, err
+        assert f"({len(expected.points)} of 8 studies placed, {len(expected.files)} of 2 files)" in err, err
         assert sorted(re.findall(r"not placed: (\S+)", err)) == sorted(expected.skipped)
         for p, old in committed.items():
             new = json.loads(p.read_text())
