@@ -140,9 +140,11 @@ def _run_processes(cfg: StudyConfig, opts: SearchOptions, total: int | None, thr
         for i, n in enumerate(split_trials(total, opts.workers))
         if n is None or n > 0
     ]
-    for p in procs:
-        p.start()
     try:
+        # Starting is inside the try: a SIGTERM while a worker is still being spawned (slow on a
+        # loaded machine) must stop the ones already running, or exit would wait on them.
+        for p in procs:
+            p.start()
         for p in procs:
             p.join()
     except KeyboardInterrupt as stop:
