@@ -56,6 +56,7 @@ def _cmd_search(args) -> int:
     from mincap.search.run import SearchOptions, run_search
 
     cfg = _study_cfg(args)
+    _memorization_line(cfg.study.dataset)
     opts = SearchOptions(trials=args.trials, timeout_s=args.timeout, storage_url=args.storage,
                          workers=args.workers, device=args.device, batch_trials=args.batch_trials,
                          data_dir=args.data_dir,
@@ -100,6 +101,15 @@ def _study_cfg(args):
     return cfg
 
 
+def _memorization_line(dataset: str) -> None:
+    """On a memorization set (validation = training set), say so before anything else."""
+    from mincap.data import memorization_note
+
+    note = memorization_note(dataset)
+    if note:
+        print(f"mincap: {note}", file=sys.stderr)
+
+
 def _study_ref(args) -> str:
     """How the user named the study, to repeat in a hint."""
     if args.study_file is None and args.storage and args.study:
@@ -124,6 +134,7 @@ def _cmd_summary(args) -> int:
     if args.json:
         print(json.dumps(s))
     else:
+        _memorization_line(cfg.study.dataset)
         console().print(summary_tables(s))
     return 0
 

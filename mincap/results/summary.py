@@ -23,6 +23,7 @@ from rich.console import Group
 from rich.table import Table
 
 from mincap.artifact import decode
+from mincap.data import memorization_note
 from mincap.entropy import cache as entropy_cache
 from mincap.errors import MincapError
 from mincap.report import fmt_acc, fmt_bits
@@ -151,6 +152,8 @@ def summarize(study, *, target: float, dataset: str, read_artifact=None, data_di
         "states": states, "search_wall_s": round(_search_wall_s(trials), 1),
         "early_stop_saved_s": round(saved, 1), "pareto_front": front, "chosen": chosen,
         "failures": fails, "pruned": pruned, "entropy": entropy_cache.newest(dataset, data_dir),
+        # Validation = the training set itself (mnist-random-N); None for an ordinary dataset.
+        "memorization": memorization_note(dataset),
     }
 
 
@@ -163,7 +166,7 @@ def summary_tables(s: dict[str, Any]) -> Group:
     for name, v in sorted(s["states"].items()):
         t1.add_row(name.lower(), str(v["trials"]), f"{v['time_s']:.0f}")
     t2 = Table(title=f"Pareto front (artifact bits vs validation accuracy, target {fmt_acc(s['target'])})",
-               header_style="bold")
+               header_style="bold", caption=s.get("memorization"))
     for col in ("trial", "artifact bits", "val acc", "params", "MacKay bits (2/param)", "bits/layer", "family"):
         t2.add_column(col, justify="right")
     for r in s["pareto_front"]:
