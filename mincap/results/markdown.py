@@ -90,8 +90,11 @@ def _info_section(rungs: list[dict[str, Any]], base: Path) -> list[str]:
 
 def report_markdown(rungs: list[dict[str, Any]], *, figure: str | Path, pareto: str | Path | None = None,
                     report_path: str | Path | None = None, estimator: str = "prequential",
-                    machine: str | None = None, command: str = "mincap plot", conclusions: str | None = None) -> str:
-    """The markdown report: figures, one table row per rung, machine and budget, comparison, conclusions."""
+                    machine: str | None = None, command: str = "mincap plot", conclusions: str | None = None,
+                    extra: list[str] | None = None) -> str:
+    """The markdown report: figures, one table row per rung, machine and budget, comparison, conclusions.
+
+    `extra`: more sections' lines, placed before the conclusions (issue 17's: `mincap.results.theory`)."""
     base = Path(report_path).parent if report_path else Path(".")
 
     def rel(p) -> str:
@@ -145,6 +148,7 @@ def report_markdown(rungs: list[dict[str, Any]], *, figure: str | Path, pareto: 
         f"The learner's reading of MacKay's rule: 191 bits / 2 = {LEARNER['weights']} weights; at "
         f"{MACKAY_FLOAT_BITS}-bit floats, {LEARNER['bits']:,} bits (the purple line of the plot).",
         "",
+        *(extra or []),
         "## Conclusions",
         "",
         conclusions or "<!-- conclusions:begin -->\n_To be written from the results above._\n<!-- conclusions:end -->",
