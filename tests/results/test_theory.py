@@ -7,13 +7,16 @@ from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
+import optuna
 import pytest
 from conftest import FAKES
 
+from mincap.cli import main
 from mincap.results.capacity import capacity_info, capacity_rows, fano_bound_bits, loglog_slope
 from mincap.results.locality import cell_of, locality_info
 from mincap.results.summary import smallest_by_depth
 from mincap.results.theory import theory_section
+from mincap.search.storage import open_study
 from mincap.study import load_study_file
 
 STUDIES = Path(__file__).resolve().parents[2] / "studies"
@@ -178,3 +181,21 @@ def test_locality_cells_share_target_budget_and_space():
         a, b = cfg[(f, "mnist")], cfg[(f, "permuted")]
         assert replace(b, study=a.study, path="") == replace(a, path="")
     assert cfg[("mlp", "mnist")].space.mlp_depth == (1, 2) and cfg[("cnn", "mnist")].space.conv_depth == (2, 4)
+
+
+def test_summary_save_writes_the_summary_beside_the_study(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    f = tmp_path / "mnist-random-256.toml"
+    f.write_text((STUDIES / "capacity" / "mnist-random-256.toml").read_text())
+    study = open_study(load_study_file(f))
+    for bits, acc in ((9000, 0.95), (3000, 0.6)):
+        study.add_trial(optuna.trial.create_trial(
+            state=optuna.trial.TrialState.COMPLETE, values=[float(bits), acc],
+            user_attrs={"artifact_bits": bits, "val_acc": acc, "n_params": bits // 3, "n_nonzero": bits // 3,
+                        "spec": MLP}))
+    assert main(["summary", str(f), "--save", "--no-test"]) == 0
+    err = capsys.readouterr().err
+    assert "memorization set: validation is the training set itself" in err and "wrote" in err
+    s = json.loads((tmp_path / "mnist-random-256.summary.json").read_text())
+    assert s["chosen"]["artifact_bits"] == 9000 and s["config"]["n_val"] == 256 and s["machine"]
+    assert "memorization set" in s["memorization"] and s["smallest_by_depth"][0]["smallest"]["trial"] == 0
