@@ -119,6 +119,8 @@ def run_experiment(exp: Experiment, loaded: Loaded | None = None, *, on_epoch: C
     ld = loaded or load_experiment(exp, verbose=verbose)
     device, splits, spec, teacher = ld.device, ld.splits, ld.spec, ld.teacher
     out: dict = {"dataset": exp.dataset}
+    if splits.memorization:  # validation is the training set: say so wherever the record goes
+        out["memorization"] = data.memorization_note(exp.dataset)
     if exp.compress is None:
         model = train.init_model(spec, exp.train.seed, device)
         res = train.train(model, splits, exp.train, on_epoch=on_epoch, teacher=teacher)

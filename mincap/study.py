@@ -6,7 +6,9 @@
 
     [study]     name, dataset, target (validation accuracy a trial must reach), sampler
                 ("tpe", "nsga2" or "random"), seed, seeds (preset names enqueued first)
-    [data]      n_val, split_seed, limit (train on the first N train images; tests)
+    [data]      n_val, split_seed, limit (train on the first N train images; tests); a
+                memorization set (`mnist-random-N`) needs n_val = N: its validation is its
+                training set (`mincap.data.check_split`, checked here)
     [budget]    trials, timeout_s
     [storage]   url (default: SQLite file `<name>.db` next to the study file), artifacts (folder),
                 heartbeat_interval_s, grace_period_s, sqlite_timeout_s
@@ -33,6 +35,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 import tomllib
 
 from mincap.config import QUANTIZERS, parse_steps
+from mincap.data import check_split
 from mincap.errors import MincapError
 from mincap.models import ACTIVATIONS, PRESETS
 
@@ -268,6 +271,10 @@ def _validate(cfg: StudyConfig) -> None:
     need(cfg.budget.timeout_s >= 0, "budget.timeout_s: must be >= 0")
     need(cfg.data.n_val > 0, "data.n_val: must be positive")
     need(cfg.data.limit >= 0, "data.limit: must be >= 0")
+    try:  # a memorization set: validation is its training set, never a held-out part of it
+        check_split(s.dataset, cfg.data.n_val, cfg.data.limit or None)
+    except MincapError as err:
+        need(False, f"data.n_val: {err}")
     need(set(sp.families) <= {"mlp", "cnn"}, f"space.families: {sp.families} not within ('mlp', 'cnn')")
     need(set(sp.heads) <= {"gap", "flatten"}, f"space.heads: {sp.heads} not within ('gap', 'flatten')")
     need(1 <= sp.bits[0] and sp.bits[1] <= 8, "space.bits: widths must be within 1..8")

@@ -45,8 +45,11 @@ def verify_file(path: str, *, dataset: str = "mnist", data_dir: str | None = Non
                           f"{dataset} has {'x'.join(map(str, splits.in_shape))} and {splits.n_classes}: {hint}")
     val_acc, _ = train.evaluate(dec.model, splits.val)
     test_acc, _ = train.final_test_accuracy(dec.model, dataset, root=data_dir)
+    out = {"file": path, "dataset": dataset, "spec": dec.spec.to_dict(), "n_val": len(splits.val),
+           "split_seed": split_seed, "val_acc": val_acc, "test_acc": test_acc, **dec.size}
+    if splits.memorization:  # val_acc is accuracy on the images trained on
+        out["memorization"] = data.memorization_note(dataset)
     # The two-part code (mincap.twopart) on the official training labels: train and validation
     # splits together, the labels the prequential codes send.
-    two_part = two_part_of(dec.model, dec.size["artifact_bits"], dataset, data_dir=data_dir)
-    return {"file": path, "dataset": dataset, "spec": dec.spec.to_dict(), "n_val": len(splits.val),
-            "split_seed": split_seed, "val_acc": val_acc, "test_acc": test_acc, **dec.size, "two_part": two_part}
+    out["two_part"] = two_part_of(dec.model, dec.size["artifact_bits"], dataset, data_dir=data_dir)
+    return out

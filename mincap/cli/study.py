@@ -56,6 +56,7 @@ def _cmd_search(args) -> int:
     from mincap.search.run import SearchOptions, run_search
 
     cfg = _study_cfg(args)
+    _memorization_line(cfg.study.dataset)
     opts = SearchOptions(trials=args.trials, timeout_s=args.timeout, storage_url=args.storage,
                          workers=args.workers, device=args.device, batch_trials=args.batch_trials,
                          data_dir=args.data_dir,
@@ -78,6 +79,9 @@ def add_summary(sub) -> None:
     _add_study_args(p)
     p.add_argument("--no-test", action="store_true", help="do not evaluate the chosen network on the test set")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
+    p.add_argument("--save", action="store_true",
+                   help="also write <study>.summary.json beside the study file (merged into the stored one: a "
+                        "stored value is never replaced by nothing), what `mincap plot` and the report read")
     p.add_argument("--replicates", type=int, default=0, metavar="K",
                    help="retrain the chosen configuration with K more seeds (validation only; stored in the "
                         "study, not recomputed) and report how many reach the target")
@@ -98,6 +102,15 @@ def _study_cfg(args):
     if args.study:
         cfg = replace(cfg, study=replace(cfg.study, name=args.study))
     return cfg
+
+
+def _memorization_line(dataset: str) -> None:
+    """On a memorization set (validation = training set), say so before anything else."""
+    from mincap.data import memorization_note
+
+    note = memorization_note(dataset)
+    if note:
+        print(f"mincap: {note}", file=sys.stderr)
 
 
 def _study_ref(args) -> str:
@@ -124,8 +137,23 @@ def _cmd_summary(args) -> int:
     if args.json:
         print(json.dumps(s))
     else:
+        _memorization_line(cfg.study.dataset)
         console().print(summary_tables(s))
+    if args.save:
+        _save_summary(args)
     return 0
+
+
+def _save_summary(args) -> None:
+    """`--save`: the study's summary file, as `mincap plot --save-json` writes it (config and machine
+    added, merged into the stored one); the test accuracy just measured is reused, not measured again."""
+    from mincap.results import ladder
+
+    if args.study_file is None:
+        raise MincapError("--save needs the study file: the summary is written beside it")
+    rungs = ladder.load_rungs([args.study_file], data_dir=args.data_dir, evaluate_test=not args.no_test)
+    for p in ladder.save_summaries(rungs):
+        print(f"wrote {p}", file=sys.stderr)
 
 
 def add_export(sub) -> None:
@@ -183,7 +211,7 @@ def add_plot(sub) -> None:
 def _cmd_plot(args) -> int:
     import glob
 
-    from mincap.results import artifacts, figures, ladder, markdown
+    from mincap.results import artifacts, figures, ladder, markdown, theory
 
     if not args.output.endswith((".png", ".svg")):
         raise MincapError(f"-o: the figure must end in .png or .svg, got {args.output}")
@@ -206,7 +234,9 @@ def _cmd_plot(args) -> int:
         cmd = " ".join(["mincap plot", *args.inputs, *(f"--from-json {d}" for d in args.from_json or []),
                         *(f"--artifacts {a}" for a in args.artifacts or []),
                         f"--estimator {args.estimator}", f"-o {args.output}", f"--report {args.report}"])
+        # Issue 17's section: from the summaries in capacity/ and locality/ beside the report, if any.
+        extra = theory.theory_section(args.report, rungs, estimator=args.estimator)
         out = markdown.write_report(rungs, args.report, figure=args.output, pareto=pareto, files=drawn["files"],
-                                    estimator=args.estimator, machine=args.machine, command=cmd)
+                                    estimator=args.estimator, machine=args.machine, command=cmd, extra=extra)
         print(f"wrote {out}", file=sys.stderr)
     return 0

@@ -141,6 +141,8 @@ def _cmd_train(args) -> int:
     if args.json:
         print(json.dumps(out))
         return 0
+    if out.get("memorization"):
+        print(f"mincap: {out['memorization']}", file=sys.stderr)
     _print_path(out)
     if "test_acc" in out:
         print(f"mincap: test accuracy {out['test_acc']:.4f} -- {out['test_note']}", file=sys.stderr)

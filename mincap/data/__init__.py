@@ -2,7 +2,8 @@
 
 - `registry`: the registry, the data directory, `load` (train + validation) and `load_test`;
 - `mnist`: MNIST, Fashion-MNIST, KMNIST in torchvision's layout (md5-checked, read from .gz);
-- `variants`: the offline dataset ladder derived from MNIST and scikit-learn's digits.
+- `variants`: the offline dataset ladder derived from MNIST and scikit-learn's digits, and the
+  random-label (memorization) and pixel-permuted sets of issue 17.
 
 Importing this package registers every dataset.
 """
@@ -16,14 +17,17 @@ from mincap.data.registry import (
     Roots,
     Split,
     Splits,
+    check_split,
     data_dir,
     data_dirs,
     load,
     load_arrays,
     load_test,
+    memorization_note,
     register,
     split_indices,
 )
 
-__all__ = ["DATASETS", "DEFAULT_N_VAL", "DEFAULT_SPLIT_SEED", "DatasetInfo", "Split", "Roots", "Splits", "data_dir", "data_dirs",
-           "load", "load_arrays", "load_test", "register", "split_indices"]
+__all__ = ["DATASETS", "DEFAULT_N_VAL", "DEFAULT_SPLIT_SEED", "DatasetInfo", "Split", "Roots", "Splits", "check_split",
+           "data_dir", "data_dirs", "load", "load_arrays", "load_test", "memorization_note", "register",
+           "split_indices"]

@@ -8,6 +8,12 @@ model selection see only those two (`load`). The official test images are
 reachable only through `load_test`, which the final evaluation alone calls
 (`mincap.train.final_test_accuracy`).
 
+A *memorization set* (`DatasetInfo.memorize` = its size N, e.g. `mnist-random-N`) has
+nothing to generalize: its validation split is its training part itself, and `load`
+refuses any `n_val` but N and any `limit` below N (`check_split`), so that no study or
+command silently holds images out of it or trains on fewer than it scores. Its `Splits`
+say so (`memorization`), and the commands print it.
+
 Data directory: `--data-dir`, else `$MINCAP_DATA`, else `$XDG_CACHE_HOME/mincap`
 (`~/.cache/mincap`). Loaders register themselves here (`register`): `mincap.data.mnist`
 for the torchvision MNIST family, `mincap.data.variants` for the dataset ladder.
@@ -35,11 +41,13 @@ __all__ = [
     "Split",
     "Splits",
     "Roots",
+    "check_split",
     "data_dir",
     "data_dirs",
     "load",
     "load_arrays",
     "load_test",
+    "memorization_note",
     "register",
     "split_indices",
 ]
@@ -68,13 +76,16 @@ class Splits:
     train: Split
     val: Split
     n_classes: int
+    memorization: bool = False  # validation is the training part itself (a memorization set)
 
     @property
     def in_shape(self) -> tuple[int, int, int]:
         return tuple(self.train.x.shape[1:])  # type: ignore[return-value]
 
     def to(self, device: str | torch.device) -> Splits:
-        return Splits(self.name, self.train.to(device), self.val.to(device), self.n_classes)
+        train = self.train.to(device)
+        val = train if self.memorization else self.val.to(device)  # one copy, not two
+        return Splits(self.name, train, val, self.n_classes, self.memorization)
 
 
 @dataclass(frozen=True)
@@ -85,6 +96,7 @@ class DatasetInfo:
     name: str
     n_classes: int
     load_arrays: Callable[[Roots, bool], tuple[np.ndarray, np.ndarray]]
+    memorize: int = 0  # a memorization set's size N (validation = its N training images); 0: split as usual
 
 
 DATASETS: dict[str, DatasetInfo] = {}
@@ -152,6 +164,33 @@ def split_indices(n: int, n_val: int, seed: int) -> tuple[np.ndarray, np.ndarray
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
+def memorization_note(name: str) -> str | None:
+    """One line saying that `name` is a memorization set (validation = training), or None."""
+    n = DATASETS[name].memorize if name in DATASETS else 0
+    if not n:
+        return None
+    return (f"{name} is a memorization set: validation is the training set itself (the same {n:,} images, "
+            f"random labels), so validation accuracy measures memorizing, not generalizing; its test part is "
+            f"{n:,} other images with other random labels (chance, {1 / DATASETS[name].n_classes:.0%}, is all a "
+            f"network can score there)")
+
+
+def check_split(name: str, n_val: int, limit: int | None = None) -> None:
+    """Refuse a split of a memorization set that would hold images out or train on fewer than it scores.
+
+    Ordinary datasets pass (their split is checked when loaded). Called by `load` and when a
+    study file is read, so a wrong study file creates no database."""
+    n = DATASETS[name].memorize if name in DATASETS else 0
+    if not n:
+        return
+    why = f"{name} is a memorization set: validation is the training set itself, all {n} images"
+    if n_val != n:
+        raise MincapError(f"{why}; set n_val = {n} ([data] n_val in a study file, --n-val on the command "
+                          f"line), got {n_val}")
+    if limit and limit < n:
+        raise MincapError(f"{why}; a limit of {limit} would train on fewer images than it is scored on")
+
+
 def load(
     name: str = "mnist",
     *,
@@ -167,7 +206,14 @@ def load(
     `limit` keeps the first `limit` training images of the train split (for quick
     runs); validation is never shrunk, so accuracies stay comparable.
     """
+    check_split(name, n_val, limit)
     x, y = load_arrays(name, root, True)
+    info = _info(name)
+    if info.memorize:
+        if len(y) != info.memorize:  # a loader bug, not user input
+            raise MincapError(f"{name}: {len(y)} images loaded, {info.memorize} expected")
+        part = Split(torch.from_numpy(x).contiguous(), torch.from_numpy(y).contiguous())
+        return Splits(name, part, part, info.n_classes, memorization=True).to(device)
     train_idx, val_idx = split_indices(len(y), n_val, split_seed)
     if limit is not None:
         train_idx = train_idx[:limit]

@@ -31,6 +31,21 @@ From scikit-learn's bundled copy of the UCI optical digits (no download):
   study file sets `[data] n_val`, e.g. 300: the default 5,000 is more than the
   whole set).
 
+For the theory behind the question (issue 17):
+
+- `mnist-random-N`, N in `RANDOM_SIZES` (256 ... 4096): the first N MNIST training images
+  with labels drawn uniformly from 0..9 (`random_labels`: numpy's legacy `RandomState`,
+  whose stream numpy keeps frozen, seed `RANDOM_LABEL_SEED`; the labels of a smaller N are
+  the first labels of a larger one). A *memorization set*: there is nothing to generalize,
+  so its validation split is its training part itself (`DatasetInfo.memorize`; `data.load`
+  refuses any `n_val` but N, so no study can silently hold images out). Its test part is
+  the first N official test images with labels drawn the same way from `RANDOM_TEST_SEED`:
+  no network can do better than chance (10%) there, a check that memorizing is all it did.
+- `mnist-permuted`: one fixed pixel permutation (`pixel_permutation`, seed
+  `PERMUTATION_SEED`) applied to every image, training and test alike; labels and order
+  unchanged, so its train / validation split holds the same images as MNIST's. An MLP is
+  blind to it (permuting its first layer's inputs undoes it); a convolution's locality is not.
+
 Registration happens on import (`mincap.data` imports this module).
 """
 
@@ -39,21 +54,35 @@ from __future__ import annotations
 import numpy as np
 
 from mincap.data.registry import DatasetInfo, Roots, load_arrays, register
+from mincap.errors import MincapError
 
 __all__ = [
     "BINARY_THRESHOLD",
     "DIGITS_SPLIT_SEED",
     "DIGITS_TEST_FRACTION",
     "LADDER",
+    "PERMUTATION_SEED",
+    "RANDOM_LABEL_SEED",
+    "RANDOM_SIZES",
+    "RANDOM_TEST_SEED",
     "area_downsample",
     "binarize",
     "digits_arrays",
     "first_classes",
+    "permute_pixels",
+    "pixel_permutation",
+    "random_label_name",
+    "random_labels",
+    "with_random_labels",
 ]
 
 BINARY_THRESHOLD = 127  # a pixel is ink (255) when > 127, i.e. >= 128
 DIGITS_SPLIT_SEED = 0
 DIGITS_TEST_FRACTION = 0.2
+RANDOM_SIZES = (256, 512, 1024, 2048, 4096)  # the random-label rungs (issue 17)
+RANDOM_LABEL_SEED = 17  # the issue's number: any fixed seed will do, this one is written down
+RANDOM_TEST_SEED = 18
+PERMUTATION_SEED = 17
 
 # The offline ladder, from most to least information per image (roughly).
 LADDER = (
@@ -86,6 +115,39 @@ def first_classes(x: np.ndarray, y: np.ndarray, k: int) -> tuple[np.ndarray, np.
     """The examples with label < k, in their original order (copies)."""
     keep = y < k
     return np.ascontiguousarray(x[keep]), np.ascontiguousarray(y[keep])
+
+
+def random_labels(n: int, seed: int = RANDOM_LABEL_SEED, n_classes: int = 10) -> np.ndarray:
+    """n labels drawn uniformly from 0..n_classes-1, int64; the first m of them are `random_labels(m)`.
+
+    numpy's legacy `RandomState`: its stream is frozen across numpy versions (NEP 19), unlike
+    `Generator`'s, and the committed random-label studies depend on these exact labels.
+    """
+    return np.random.RandomState(seed).randint(0, n_classes, size=n).astype(np.int64)
+
+
+def with_random_labels(x: np.ndarray, n: int, seed: int, n_classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """The first `n` images of `x` (a copy) with `random_labels(n, seed)`; ValueError when x has fewer."""
+    if len(x) < n:
+        raise ValueError(f"{n} images wanted, {len(x)} there")
+    return np.ascontiguousarray(x[:n]), random_labels(n, seed, n_classes)
+
+
+def pixel_permutation(n_pixels: int, seed: int = PERMUTATION_SEED) -> np.ndarray:
+    """A fixed permutation of 0..n_pixels-1 (legacy `RandomState`, frozen stream)."""
+    return np.random.RandomState(seed).permutation(n_pixels)
+
+
+def permute_pixels(x: np.ndarray, perm: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) images with the H*W pixels of every channel reordered: out.flat[j] = x.flat[perm[j]]."""
+    n, c, h, w = x.shape
+    if sorted(perm.tolist()) != list(range(h * w)):
+        raise ValueError(f"not a permutation of {h * w} pixels")
+    return np.ascontiguousarray(x.reshape(n, c, h * w)[:, :, perm].reshape(n, c, h, w))
+
+
+def random_label_name(n: int) -> str:
+    return f"mnist-random-{n}"
 
 
 def _digits_split(y: np.ndarray) -> np.ndarray:
@@ -144,6 +206,24 @@ def _digits_loader(roots: Roots, train: bool):
     return digits_arrays(train)
 
 
+def _random_loader(n: int):
+    def load_arrays(roots: Roots, train: bool):
+        x, _ = _mnist(roots, train)
+        try:
+            return with_random_labels(x, n, RANDOM_LABEL_SEED if train else RANDOM_TEST_SEED)
+        except ValueError:
+            part = "training" if train else "test"
+            raise MincapError(f"{random_label_name(n)}: MNIST's {part} part has {len(x)} images, "
+                              f"fewer than {n}") from None
+
+    return load_arrays
+
+
+def _permuted_loader(roots: Roots, train: bool):
+    x, y = _mnist(roots, train)
+    return permute_pixels(x, pixel_permutation(x.shape[2] * x.shape[3])), y.copy()
+
+
 def _register() -> None:
     register(DatasetInfo("mnist-binary", 10, _binary_loader))
     register(DatasetInfo("mnist-14", 10, _down_loader(2)))
@@ -151,6 +231,9 @@ def _register() -> None:
     for k in range(2, 10):
         register(DatasetInfo(f"mnist-k{k}", k, _k_loader(k)))
     register(DatasetInfo("digits", 10, _digits_loader))
+    for n in RANDOM_SIZES:
+        register(DatasetInfo(random_label_name(n), 10, _random_loader(n), memorize=n))
+    register(DatasetInfo("mnist-permuted", 10, _permuted_loader))
 
 
 _register()

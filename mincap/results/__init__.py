@@ -5,6 +5,8 @@
 - `ladder`: the data of the figures and the report, loaded from studies or summary JSON files.
 - `figures`: matplotlib drawing of that data (`mincap plot`).
 - `markdown`: the report, studies/RESULTS.md.
+- `capacity`, `locality`: the data of issue 17's experiments (Fano's bound, MacKay's prediction;
+  the four locality cells); `theory_figures` draws them, `theory` writes their report section.
 
 Names are re-exported lazily, as `mincap` does: `mincap summary` imports
 `mincap.results.summary`, and must not pay for matplotlib through this package.
@@ -46,6 +48,13 @@ _EXPORTS = {
     "plot_ladder": "mincap.results.figures",
     "plot_pareto": "mincap.results.figures",
     "report_markdown": "mincap.results.markdown",
+    "capacity_info": "mincap.results.capacity",
+    "fano_bound_bits": "mincap.results.capacity",
+    "mackay_weights": "mincap.results.capacity",
+    "locality_info": "mincap.results.locality",
+    "draw_capacity": "mincap.results.theory_figures",
+    "draw_locality": "mincap.results.theory_figures",
+    "theory_section": "mincap.results.theory",
     "write_report": "mincap.results.markdown",
 }
 

@@ -124,8 +124,10 @@ def _info_section(rungs: list[dict[str, Any]], base: Path) -> list[str]:
 def report_markdown(rungs: list[dict[str, Any]], *, figure: str | Path, pareto: str | Path | None = None,
                     report_path: str | Path | None = None, estimator: str = "prequential",
                     machine: str | None = None, command: str = "mincap plot", conclusions: str | None = None,
-                    files: list[dict[str, Any]] | None = None) -> str:
-    """The markdown report: figures, one table row per rung, machine and budget, comparison, conclusions."""
+                    files: list[dict[str, Any]] | None = None, extra: list[str] | None = None) -> str:
+    """The markdown report: figures, one table row per rung, machine and budget, comparison, conclusions.
+
+    `extra`: more sections' lines, placed before the conclusions (issue 17's: `mincap.results.theory`)."""
     base = Path(report_path).parent if report_path else Path(".")
 
     def rel(p) -> str:
@@ -188,6 +190,7 @@ def report_markdown(rungs: list[dict[str, Any]], *, figure: str | Path, pareto: 
         f"the plot's units (orange line): X bits need X / 2 weights, at the placed files' weight width of "
         f"{_width(rungs, files)} bits, (X / 2) × {_width(rungs, files)} bits.",
         "",
+        *(extra or []),
         "## Conclusions",
         "",
         conclusions or "<!-- conclusions:begin -->\n_To be written from the results above._\n<!-- conclusions:end -->",

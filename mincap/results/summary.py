@@ -25,6 +25,7 @@ from rich.console import Group
 from rich.table import Table
 
 from mincap.artifact import decode
+from mincap.data import memorization_note
 from mincap.entropy import cache as entropy_cache
 from mincap.errors import MincapError
 from mincap.report import fmt_acc, fmt_bits
@@ -32,7 +33,8 @@ from mincap.search.replicates import replicate_trial, stored_replicates
 from mincap.train import final_test_accuracy
 from mincap.twopart import two_part_code
 
-__all__ = ["chosen_trial", "pick_trial", "summarize", "summary_tables", "test_accuracy_once", "two_part_once"]
+__all__ = ["chosen_trial", "pick_trial", "smallest_by_depth", "summarize", "summary_tables", "test_accuracy_once",
+           "two_part_once"]
 
 
 def _feasible(t, target: float) -> bool:
@@ -69,6 +71,33 @@ def _row(t) -> dict[str, Any]:
         "mackay_bits": 2 * a["n_params"] if a.get("n_params") is not None else None,
         "train_time_s": a.get("train_time_s"),
     }
+
+
+def _depth(row: dict[str, Any]) -> int | None:
+    """A network's depth: conv blocks of a CNN, hidden layers of an MLP."""
+    if not row["spec"]:
+        return None
+    d = json.loads(row["spec"])
+    return len(d.get("convs") or []) if d.get("family") == "cnn" else len(d.get("hidden") or [])
+
+
+def smallest_by_depth(complete, target: float) -> list[dict[str, Any]]:
+    """Per (family, depth) among the complete trials: how many, the best validation accuracy, and
+    the smallest one reaching `target` (None if none did). From every trial, not only the Pareto
+    front, so that a depth's smallest network is there even when another depth dominates it."""
+    groups: dict[tuple[str, int], list] = {}
+    for t in complete:
+        row = _row(t)
+        depth = _depth(row)
+        if row["family"] and depth is not None and row["val_acc"] is not None:
+            groups.setdefault((row["family"], depth), []).append(row)
+    out = []
+    for (family, depth), rows in sorted(groups.items()):
+        ok = [r for r in rows if r["val_acc"] >= target and r["artifact_bits"] is not None]
+        best = min(ok, key=lambda r: (r["artifact_bits"], -r["val_acc"], r["trial"])) if ok else None
+        out.append({"family": family, "depth": depth, "n_complete": len(rows),
+                    "best_val_acc": max(r["val_acc"] for r in rows), "smallest": best})
+    return out
 
 
 def test_accuracy_once(study, trial, dataset: str, read_artifact: Callable[[Any], bytes], *,
@@ -168,6 +197,9 @@ def summarize(study, *, target: float, dataset: str, read_artifact=None, data_di
         "states": states, "search_wall_s": round(_search_wall_s(trials), 1),
         "early_stop_saved_s": round(saved, 1), "pareto_front": front, "chosen": chosen,
         "failures": fails, "pruned": pruned, "entropy": entropy_cache.newest(dataset, data_dir),
+        # Validation = the training set itself (mnist-random-N); None for an ordinary dataset.
+        "memorization": memorization_note(dataset),
+        "smallest_by_depth": smallest_by_depth(complete, target),
     }
 
 
@@ -180,7 +212,7 @@ def summary_tables(s: dict[str, Any]) -> Group:
     for name, v in sorted(s["states"].items()):
         t1.add_row(name.lower(), str(v["trials"]), f"{v['time_s']:.0f}")
     t2 = Table(title=f"Pareto front (artifact bits vs validation accuracy, target {fmt_acc(s['target'])})",
-               header_style="bold")
+               header_style="bold", caption=s.get("memorization"))
     for col in ("trial", "artifact bits", "val acc", "params", "MacKay bits (2/param)", "bits/layer", "family"):
         t2.add_column(col, justify="right")
     for r in s["pareto_front"]:

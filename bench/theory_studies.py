@@ -1,0 +1,98 @@
+"""Run issue 17's nine studies one after another, each to its own budget, then write their
+summaries and the report: resumable, for running in the background.
+
+The studies: `studies/capacity/mnist-random-{256,512,1024,2048,4096}.toml` (memorizing random
+labels) and `studies/locality/{mlp,cnn}-{mnist,permuted}.toml` (locality and symmetry), each
+with `timeout_s` = 1 hour of wall time. For each, in that order:
+
+- a summary already there (`<stem>.summary.json`): done, skipped;
+- else `mincap search` for what is left of its budget: `[budget] timeout_s` minus the search wall
+  time its database already holds (`search_wall_s`: the union of its trials' intervals), so a run
+  cut short (a reboot, Ctrl-C) resumes where it stopped instead of starting another hour;
+- then `mincap summary STUDY --save` writes the summary (the chosen network's test accuracy
+  measured once; on a random-label set that is chance, by design).
+
+Last, unless `--no-report`, `mincap plot` regenerates studies/RESULTS.md, whose issue-17 section
+(`mincap.results.theory`) draws studies/capacity.png and studies/locality.png from the summaries.
+Then commit the summaries, databases, artifact folders and figures.
+
+    nohup python bench/theory_studies.py > theory.log 2>&1 &     # all nine, ~9 hours on one core
+    python bench/theory_studies.py --dry-run                      # what would run, and for how long
+    python bench/theory_studies.py --only capacity/mnist-random-256   # one study
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's mincap, wherever the script is run from
+
+from mincap.study import load_study_file  # noqa: E402
+
+STUDIES = [f"studies/capacity/mnist-random-{n}.toml" for n in (256, 512, 1024, 2048, 4096)] + [
+    f"studies/locality/{f}-{d}.toml" for f in ("mlp", "cnn") for d in ("mnist", "permuted")]
+MIN_LEFT_S = 60.0  # less than this left of a budget: the study counts as run
+REPORT = ["plot", "--from-json", "studies/history", "--from-json", "studies/ladder", "--estimator", "prequential",
+          "-o", "studies/ladder.png", "--report", "studies/RESULTS.md"]
+
+
+def mincap(*args: str, capture: bool = False) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "mincap.cli", *args]
+    print("+ mincap " + " ".join(args), flush=True)
+    return subprocess.run(cmd, cwd=REPO, check=True, text=True, capture_output=capture)
+
+
+def used_s(study_file: str) -> float:
+    """Search wall time the study's database already holds (0 when it has not run)."""
+    cfg = load_study_file(REPO / study_file)
+    if cfg.storage.url or not (cfg.folder / f"{cfg.study.name}.db").is_file():
+        return 0.0
+    out = mincap("summary", study_file, "--json", "--no-test", capture=True).stdout
+    return float(json.loads(out).get("search_wall_s") or 0.0)
+
+
+def plan(only: list[str] | None = None) -> list[dict]:
+    """Per study: its file, budget, time used, time left, and whether its summary exists."""
+    rows = []
+    for f in STUDIES:
+        if only and not any(o in f for o in only):
+            continue
+        cfg = load_study_file(REPO / f)
+        done = (REPO / f).with_name(Path(f).stem + ".summary.json").is_file()
+        used = 0.0 if done else used_s(f)
+        budget = cfg.budget.timeout_s
+        rows.append({"file": f, "budget_s": budget, "used_s": used, "left_s": max(0.0, budget - used),
+                     "summary": done})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", action="append", metavar="TEXT", help="only studies whose path contains TEXT")
+    ap.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+    ap.add_argument("--no-report", action="store_true", help="do not regenerate studies/RESULTS.md at the end")
+    args = ap.parse_args(argv)
+    rows = plan(args.only)
+    for r in rows:
+        state = "summary there: skipped" if r["summary"] else f"{r['left_s'] / 60:.1f} min left of {r['budget_s'] / 60:.0f}"
+        print(f"{r['file']}: {state}", flush=True)
+    if args.dry_run:
+        return 0
+    for r in rows:
+        if r["summary"]:
+            continue
+        if r["left_s"] >= MIN_LEFT_S:
+            mincap("search", r["file"], "--timeout", f"{r['left_s']:.0f}s", "--no-progress")
+        mincap("summary", r["file"], "--save")
+    if not args.no_report:
+        mincap(*REPORT)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""bench/theory_studies.py: the plan resumes a study with what is left of its budget, skips a summarized one."""
+
+import datetime as dt
+import importlib.util
+import shutil
+from pathlib import Path
+
+import optuna
+
+from mincap.search.storage import open_study
+from mincap.study import load_study_file
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "theory_studies.py"
+spec = importlib.util.spec_from_file_location("theory_studies", BENCH)
+theory_studies = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(theory_studies)
+
+
+def test_plan_budget_left_and_skip(tmp_path, monkeypatch):
+    repo = Path(theory_studies.REPO)
+    for f in theory_studies.STUDIES[:2]:
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(repo / f, tmp_path / f)
+    monkeypatch.setattr(theory_studies, "REPO", tmp_path)
+    monkeypatch.setenv("PYTHONPATH", str(repo))  # the `mincap summary` it runs imports this checkout
+    first, second = theory_studies.STUDIES[:2]
+    cfg = load_study_file(tmp_path / first)
+    study = open_study(cfg)  # 10 minutes of trials already run, in two overlapping intervals
+    start = dt.datetime(2026, 1, 1)
+    for a, b in ((0, 6), (4, 10)):
+        t = optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE, values=[5000.0, 0.5],
+                                      user_attrs={"artifact_bits": 5000, "val_acc": 0.5})
+        t.datetime_start, t.datetime_complete = start + dt.timedelta(minutes=a), start + dt.timedelta(minutes=b)
+        study.add_trial(t)
+    (tmp_path / second).with_name(Path(second).stem + ".summary.json").write_text("{}")
+    rows = theory_studies.plan([first, second])
+    assert [r["file"] for r in rows] == [first, second]
+    assert rows[0]["used_s"] == 600.0 and rows[0]["left_s"] == cfg.budget.timeout_s - 600.0 and not rows[0]["summary"]
+    assert rows[1]["summary"] and rows[1]["used_s"] == 0.0
+    assert len(theory_studies.STUDIES) == 9 and all((repo / f).is_file() for f in theory_studies.STUDIES)
