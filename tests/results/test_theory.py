@@ -9,7 +9,6 @@ from types import SimpleNamespace
 
 import optuna
 import pytest
-from conftest import FAKES
 
 from mincap.cli import main
 from mincap.results.capacity import capacity_info, capacity_rows, fano_bound_bits, loglog_slope
@@ -63,8 +62,8 @@ def test_loglog_slope():
     assert loglog_slope([5], [5]) is None and loglog_slope([5, 5], [1, 2]) is None
 
 
-def test_capacity_rows_and_slopes():
-    ladder = copy.deepcopy(list(FAKES.values()))
+def test_capacity_rows_and_slopes(summaries):
+    ladder = list(summaries.values())  # the shared fake ladder (tests/results/conftest.py), a fresh copy
     info = capacity_info(RANDOM + ladder, ladder)  # ladder rungs among the random ones are ignored there
     rows = info.rows
     assert [w["n"] for w in rows] == [256, 1024]
@@ -79,8 +78,8 @@ def test_capacity_rows_and_slopes():
     assert capacity_rows(ladder) == []
 
 
-def test_locality_cells_ratios_depth():
-    info = locality_info(CELLS + copy.deepcopy(list(FAKES.values())))
+def test_locality_cells_ratios_depth(summaries):
+    info = locality_info(CELLS + list(summaries.values()))
     assert set(info.cells) == {("mlp", "mnist"), ("mlp", "permuted"), ("cnn", "mnist"), ("cnn", "permuted")}
     assert info.target == 0.975
     assert info.ratios["mlp permuted / mnist"] == pytest.approx(1.02)
@@ -114,8 +113,8 @@ def _write(folder: Path, name: str, s: dict) -> None:
     (folder / f"{name}.summary.json").write_text(json.dumps(s))
 
 
-def test_theory_section_and_figures(tmp_path):
-    ladder = [dict(copy.deepcopy(s), source=str(tmp_path / "ladder" / f"{k}.summary.json")) for k, s in FAKES.items()]
+def test_theory_section_and_figures(tmp_path, summaries):
+    ladder = [dict(s, source=str(tmp_path / "ladder" / f"{k}.summary.json")) for k, s in summaries.items()]
     assert theory_section(tmp_path / "RESULTS.md", ladder) == []  # nothing there: no section
     (tmp_path / "capacity").mkdir()
     (tmp_path / "capacity" / "mnist-random-512.toml").write_text("")
