@@ -155,9 +155,13 @@ def main(argv: list[str] | None = None) -> int:
         stop = threading.Event()
         ticker = threading.Thread(target=_progress, args=(cfg, start, budget_s, args.every_s, stop), daemon=True)
         ticker.start()
+        interrupted = False
         try:
             run_search(cfg, SearchOptions(trials=10**6, timeout_s=budget_s, workers=args.workers, progress=False,
                                           data_dir=args.data_dir))
+        except KeyboardInterrupt:  # Ctrl-C / SIGTERM: what ran so far is still reported, marked as cut short
+            interrupted = True
+            print("search_yield: interrupted; reporting the trials so far", file=sys.stderr, flush=True)
         finally:
             stop.set()
             ticker.join()
@@ -165,14 +169,14 @@ def main(argv: list[str] | None = None) -> int:
         trials = open_study(cfg, create=False).get_trials(deepcopy=False)
         report = yield_report(trials, cfg.study.target, start, budget_s, wall_s)
     info["load_avg_end"] = os.getloadavg()
-    report.update(machine=info, study=cfg.study.name, study_file=str(args.study), workers=args.workers,
+    report.update(interrupted=interrupted, machine=info, study=cfg.study.name, study_file=str(args.study), workers=args.workers,
                   train_limit=cfg.data.limit, fidelity=cfg.fidelity.enabled, target=cfg.study.target)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report), flush=True)
     print(f"search_yield: wrote {out}", file=sys.stderr)
-    return 0
+    return 130 if interrupted else 0
 
 
 if __name__ == "__main__":
