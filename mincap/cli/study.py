@@ -129,6 +129,8 @@ def _cmd_summary(args) -> int:
 
     if args.replicates < 0:
         raise MincapError("--replicates must be >= 0")
+    if args.save and _save_target(args) is None:  # before any work: the summary would have nowhere to go
+        raise MincapError("--save needs the study file: the summary is written beside it")
     cfg = _study_cfg(args)
     study = open_study(cfg, url=args.storage, create=False)
     s = summarize(study, target=cfg.study.target, dataset=cfg.study.dataset,
@@ -144,14 +146,20 @@ def _cmd_summary(args) -> int:
     return 0
 
 
+def _save_target(args) -> str | None:
+    """The study file `--save` writes beside: the one named, else the default one unless the study
+    is named by --storage/--study alone (a machine without the study file)."""
+    if args.study_file is not None:
+        return args.study_file
+    return None if (args.storage and args.study) else DEFAULT_STUDY_FILE
+
+
 def _save_summary(args) -> None:
     """`--save`: the study's summary file, as `mincap plot --save-json` writes it (config and machine
     added, merged into the stored one); the test accuracy just measured is reused, not measured again."""
     from mincap.results import ladder
 
-    if args.study_file is None:
-        raise MincapError("--save needs the study file: the summary is written beside it")
-    rungs = ladder.load_rungs([args.study_file], data_dir=args.data_dir, evaluate_test=not args.no_test)
+    rungs = ladder.load_rungs([_save_target(args)], data_dir=args.data_dir, evaluate_test=not args.no_test)
     for p in ladder.save_summaries(rungs):
         print(f"wrote {p}", file=sys.stderr)
 

@@ -198,3 +198,12 @@ def test_summary_save_writes_the_summary_beside_the_study(tmp_path, capsys, monk
     s = json.loads((tmp_path / "mnist-random-256.summary.json").read_text())
     assert s["chosen"]["artifact_bits"] == 9000 and s["config"]["n_val"] == 256 and s["machine"]
     assert "memorization set" in s["memorization"] and s["smallest_by_depth"][0]["smallest"]["trial"] == 0
+
+
+def test_summary_save_without_a_study_file_is_refused_before_any_work(tmp_path, capsys):
+    from mincap.cli import main
+
+    url = f"sqlite:///{tmp_path / 'absent.db'}"  # never opened: the refusal comes first
+    assert main(["summary", "--storage", url, "--study", "x", "--save", "--no-test"]) == 2
+    assert "--save needs the study file" in capsys.readouterr().err
+    assert not (tmp_path / "absent.db").exists()
