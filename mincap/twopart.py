@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 from mincap import artifact, data
+from mincap.entropy.prequential import logits_of, mixed_log_probs
 from mincap.errors import MincapError
-from mincap.models import prepare
 
 __all__ = ["OPTIONS", "label_code_bits", "two_part_code", "two_part_of"]
 
@@ -47,10 +47,8 @@ def label_code_bits(model: torch.nn.Module, x: np.ndarray | torch.Tensor, y: np.
     y = torch.as_tensor(np.asarray(y)).long()
     if len(x) != len(y) or not len(y):
         raise MincapError(f"two-part code: need as many labels as images, got {len(x)} and {len(y)}")
-    model.eval()
     try:
-        with torch.no_grad():
-            logits = torch.cat([model(prepare(x[i : i + 5000])).double() for i in range(0, len(y), 5000)])
+        logits = logits_of(model, x)
     except RuntimeError as err:  # a shape mismatch: the network is for other images
         raise MincapError(f"two-part code: the network does not take these {tuple(x.shape[1:])} images "
                           f"({str(err).splitlines()[0]})") from None
@@ -58,9 +56,7 @@ def label_code_bits(model: torch.nn.Module, x: np.ndarray | torch.Tensor, y: np.
         raise MincapError(f"two-part code: the network has {logits.shape[1]} outputs, the data {n_classes} classes")
     best = None
     for t, eps in options:
-        lp = torch.log_softmax(logits / t, dim=1).gather(1, y[:, None]).squeeze(1)
-        lp = torch.logaddexp(lp + math.log1p(-eps), torch.full_like(lp, math.log(eps / n_classes)))
-        bits = float(-lp.sum()) / math.log(2)
+        bits = float(-mixed_log_probs(logits, y, t, eps, n_classes).sum()) / math.log(2)
         if best is None or bits < best[0]:
             best = (bits, t, eps)
     bits, t, eps = best

@@ -44,7 +44,8 @@ from mincap.data import Split, Splits
 from mincap.errors import MincapError
 from mincap.models import parse_arch, prepare
 
-__all__ = ["BLIER_OLLIVIER_FRACTIONS", "PrequentialConfig", "PrequentialResult", "chunk_ends", "prequential"]
+__all__ = ["BLIER_OLLIVIER_FRACTIONS", "PrequentialConfig", "PrequentialResult", "chunk_ends", "logits_of",
+           "mixed_log_probs", "prequential"]
 
 BLIER_OLLIVIER_FRACTIONS = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.0625, 0.125, 0.25, 0.5, 1.0)
 
@@ -108,21 +109,33 @@ def chunk_ends(n: int, fractions: tuple[float, ...]) -> list[int]:
     return ends
 
 
+def logits_of(model, x: torch.Tensor) -> torch.Tensor:
+    """`model`'s logits (float64) on uint8 images `x`, in eval mode, 5,000 at a time."""
+    model.eval()
+    with torch.no_grad():
+        return torch.cat([model(prepare(x[i : i + 5000])).double() for i in range(0, len(x), 5000)])
+
+
+def mixed_log_probs(logits: torch.Tensor, y: torch.Tensor, temperature: float, eps: float,
+                    n_classes: int) -> torch.Tensor:
+    """ln p(y | x) for p = (1 − eps) softmax(logits / T) + eps / K: one confident mistake costs at
+    most log2(K / eps) bits. Shared by every code in mincap that sends labels with a network."""
+    lp = torch.log_softmax(logits / temperature, dim=1).gather(1, y[:, None]).squeeze(1)
+    if eps > 0:
+        lp = torch.logaddexp(lp + math.log1p(-eps), torch.full_like(lp, math.log(eps / n_classes)))
+    return lp
+
+
 def _bits_on(model, x, y, cfg: PrequentialConfig, n_classes: int) -> tuple[float, str]:
     """The chunk's cost, Σ -log2 p(y | x), with the cheapest option and its index included.
 
     Options: the model at each temperature (mixed with eps of uniform), or the
     uniform code; choosing costs log2(#options) bits.
     """
-    model.eval()
-    with torch.no_grad():
-        logits = torch.cat([model(prepare(x[i : i + 5000])).double() for i in range(0, len(y), 5000)])
+    logits = logits_of(model, x)
     costs: dict[str, float] = {"uniform": len(y) * math.log2(n_classes)}
     for t in cfg.temperatures:
-        lp = torch.log_softmax(logits / t, dim=1).gather(1, y[:, None]).squeeze(1)
-        if cfg.eps > 0:
-            lp = torch.logaddexp(lp + math.log1p(-cfg.eps), torch.full_like(lp, math.log(cfg.eps / n_classes)))
-        costs[f"T={t:g}"] = float(-lp.sum()) / math.log(2)
+        costs[f"T={t:g}"] = float(-mixed_log_probs(logits, y, t, cfg.eps, n_classes).sum()) / math.log(2)
     best = min(costs, key=costs.get)
     return costs[best] + math.log2(len(costs)), best
 

@@ -45,9 +45,9 @@ import torch
 
 from mincap import train as tr
 from mincap.data import Split, Splits
-from mincap.entropy.prequential import PrequentialResult
+from mincap.entropy.prequential import PrequentialResult, logits_of, mixed_log_probs
 from mincap.errors import MincapError
-from mincap.models import parse_arch, prepare
+from mincap.models import parse_arch
 
 __all__ = ["SWITCH_ARCHS", "Switch", "SwitchConfig", "doubling_ends", "model_log2probs", "prequential_switch", "switch_code"]
 
@@ -162,14 +162,10 @@ def model_log2probs(model, x: torch.Tensor, y: torch.Tensor, cfg: SwitchConfig, 
     Returns (log2 probabilities, the temperature's name); choosing costs log2(#temperatures) bits,
     charged by the caller.
     """
-    model.eval()
-    with torch.no_grad():
-        logits = torch.cat([model(prepare(x[i : i + 5000])).double() for i in range(0, len(y), 5000)])
+    logits = logits_of(model, x)
     best, best_cost, best_lp = "", math.inf, None
     for t in cfg.temperatures:
-        lp = torch.log_softmax(logits / t, dim=1).gather(1, y[:, None]).squeeze(1)
-        if cfg.eps > 0:
-            lp = torch.logaddexp(lp + math.log1p(-cfg.eps), torch.full_like(lp, math.log(cfg.eps / n_classes)))
+        lp = mixed_log_probs(logits, y, t, cfg.eps, n_classes)
         cost = float(-lp.sum())
         if cost < best_cost:
             best, best_cost, best_lp = f"T={t:g}", cost, lp
