@@ -3,7 +3,7 @@ summaries and the report: resumable, for running in the background.
 
 The studies: `studies/capacity/mnist-random-{256,512,1024,2048,4096}.toml` (memorizing random
 labels) and `studies/locality/{mlp,cnn}-{mnist,permuted}.toml` (locality and symmetry), each
-with `timeout_s` = 1 hour of wall time. For each, in that order:
+with its `timeout_s` (30 minutes per random-label rung, 1 hour per locality cell). For each, in that order:
 
 - a summary already there (`<stem>.summary.json`): done, skipped;
 - else `mincap search` for what is left of its budget: `[budget] timeout_s` minus the search wall
@@ -16,7 +16,7 @@ Last, unless `--no-report`, `mincap plot` regenerates studies/RESULTS.md, whose 
 (`mincap.results.theory`) draws studies/capacity.png and studies/locality.png from the summaries.
 Then commit the summaries, databases, artifact folders and figures.
 
-    nohup python bench/theory_studies.py > theory.log 2>&1 &     # all nine, ~9 hours on one core
+    nohup python bench/theory_studies.py > theory.log 2>&1 &     # all nine, ~6.5 hours on one core
     python bench/theory_studies.py --dry-run                      # what would run, and for how long
     python bench/theory_studies.py --only capacity/mnist-random-256   # one study
 """

@@ -93,30 +93,45 @@ def _place_labels(fig, ax, items, fontsize=8) -> None:
 
     `items`: (x, y, text, color, side) with side +1 (right of the point) or -1 (left).
     Greedy: labels are placed in order of their point's height; each tries vertical
-    offsets 0, -1, +1, -2, ... half line heights until its box clears the labels placed
-    before and every point; a moved label gets a thin leader line to its point.
+    offsets 0, -1, +1, -2, ... half line heights, on its own side first and then on the
+    other, until its box stays inside the axes and clears every point, the labels placed
+    before and the texts already drawn (a reference line's caption); a moved label gets a
+    thin leader line to its point. None clearing, the first position inside the axes is kept.
     """
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
-    placed = []
+    # Texts drawn before (reference-line captions) are obstacles like placed labels.
+    placed = [t.get_window_extent(renderer).padded(2) for t in ax.texts if t.get_visible()]
+    if ax.get_legend() is not None:
+        placed.append(ax.get_legend().get_window_extent(renderer).padded(2))
     pts = [tuple(ax.transData.transform((x, y))) for x, y, *_ in items]
+    box = ax.get_window_extent(renderer)
     to_pt = 72.0 / fig.dpi
     for (x, y, text, color, side), _pt in sorted(zip(items, pts), key=lambda it: it[1][1]):
-        ha = "left" if side > 0 else "right"
-        kw = {"textcoords": "offset points", "ha": ha, "va": "center", "fontsize": fontsize, "color": color}
-        t = ax.annotate(text, (x, y), xytext=(7 * side, 0), **kw)
+        t = ax.annotate(text, (x, y), xytext=(0, 0), textcoords="offset points", va="center", fontsize=fontsize,
+                        color=color)
         step = t.get_window_extent(renderer).height * 0.5
-        dy = 0.0
-        for k in range(60):
-            dy = ((k + 1) // 2) * (1 if k % 2 == 0 else -1) * step if k else 0.0
-            t.set_position((7 * side, dy * to_pt))
-            bb = t.get_window_extent(renderer).padded(2)
-            if not any(bb.overlaps(o) for o in placed) and not any(bb.contains(px, py) for px, py in pts):
+        best = fallback = None
+        for s in (side, -side):
+            t.set_horizontalalignment("left" if s > 0 else "right")
+            for k in range(120):
+                dy = ((k + 1) // 2) * (1 if k % 2 == 0 else -1) * step if k else 0.0
+                t.set_position((7 * s, dy * to_pt))
+                bb = t.get_window_extent(renderer).padded(2)
+                if not (box.x0 <= bb.x0 and bb.x1 <= box.x1 and box.y0 <= bb.y0 and bb.y1 <= box.y1):
+                    continue
+                fallback = fallback or (s, dy)
+                if not any(bb.overlaps(o) for o in placed) and not any(bb.contains(px, py) for px, py in pts):
+                    best = (s, dy)
+                    break
+            if best:
                 break
-        if dy:
-            t.remove()
-            t = ax.annotate(text, (x, y), xytext=(7 * side, dy * to_pt), **kw,
-                            arrowprops={"arrowstyle": "-", "color": color, "lw": 0.5, "shrinkA": 0, "shrinkB": 4})
+        s, dy = best or fallback or (side, 0.0)
+        t.remove()
+        arrow = ({"arrowprops": {"arrowstyle": "-", "color": color, "lw": 0.5, "shrinkA": 0, "shrinkB": 4}}
+                 if dy else {})
+        t = ax.annotate(text, (x, y), xytext=(7 * s, dy * to_pt), textcoords="offset points",
+                        ha="left" if s > 0 else "right", va="center", fontsize=fontsize, color=color, **arrow)
         placed.append(t.get_window_extent(renderer).padded(2))
 
 
@@ -185,16 +200,15 @@ def draw_ladder(info: LadderInfo, estimator: str) -> Figure:
     if estimator == "asker":
         ax.plot([LEARNER["entropy_bits"]], [LEARNER["bits"]], marker="*", ms=13, color="tab:purple", zorder=4)
 
-    # Published MNIST >= 99% sizes: at MNIST's X if known, else as lines.
+    # Published MNIST >= 99% sizes: a line each, captioned at the left where the plot is empty (a
+    # caption beside MNIST's own cluster of points crowded out their labels), and a marker at MNIST's X.
     label_items = []
     for name, bits in ANCHORS:
-        text = f"{name}: {fmt_bits_unit(bits)} (MNIST ≥ 99%)"
+        ax.axhline(bits, color="0.7", lw=0.8, ls=":", zorder=1)
+        ax.text(x_lo * 1.1, bits * 1.05, f"{name}: {fmt_bits_unit(bits)} (MNIST ≥ 99%)", color="0.35",
+                fontsize=7.5, va="bottom")
         if mnist_x:
             ax.plot([mnist_x], [bits], marker="D", ms=5, color="0.45", mfc="white", zorder=3)
-            label_items.append((mnist_x, bits, text, "0.35", -1))
-        else:
-            ax.axhline(bits, color="0.7", lw=0.8, ls=":", zorder=1)
-            ax.text(x_lo * 1.1, bits * 1.05, text, color="0.35", fontsize=7.5, va="bottom")
 
     # Prequential code lengths of the labels, where computed.
     for p in points:
@@ -277,7 +291,7 @@ def _legend(ax, info: LadderInfo) -> None:
                     label=f"{name} code of the training labels (an upper bound)")
     if any(p.get("replicates") for p in info.points):
         ax.plot([], [], marker="_", ms=9, mew=1.6, label="bar: bits of the chosen configuration over seeds", **kw)
-    ax.legend(loc="upper left", fontsize=7, framealpha=0.9)
+    ax.legend(loc="lower right", fontsize=7, framealpha=0.9)
 
 
 def plot_ladder(rungs: list[dict[str, Any]], output: str | Path, *, estimator: str = "prequential",

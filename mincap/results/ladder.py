@@ -288,8 +288,9 @@ def ladder_info(rungs: list[dict[str, Any]], estimator: str, *, data_dir=None, c
     ys += [v for p in points if p["replicates"] for v in (p["replicates"]["bits_lo"], p["replicates"]["bits_hi"]) if v]
     if estimator == "asker":
         xs.append(LEARNER["entropy_bits"])
-    x_lo, x_hi = (min(xs) / 4, max(xs) * 4) if xs else (1e2, 1e6)
-    y_lo, y_hi = min(ys) / 3, max(ys) * 3
+    # Room on the right for the labels of the largest rung (MNIST's cluster of points, files, anchors).
+    x_lo, x_hi = (min(xs) / 4, max(xs) * 12) if xs else (1e2, 1e6)
+    y_lo, y_hi = min(ys) / 3, max(ys) * 4
     if x_hi / x_lo < 100:
         mid = math.sqrt(x_lo * x_hi)
         x_lo, x_hi = mid / 10, mid * 10
