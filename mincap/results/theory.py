@@ -187,5 +187,5 @@ def theory_section(report_path: str | Path, ladder_rungs: list[dict[str, Any]], 
     missing = [_rel(p, base) for p in cap_missing + loc_missing]
     if missing:
         out += ["Not run yet (no summary): " + ", ".join(f"`{p}`" for p in missing)
-                + "; see `bench/theory_studies.sh`.", ""]
+                + "; see `bench/run_studies.py`.", ""]
     return out

@@ -1,4 +1,4 @@
-"""bench/theory_studies.py: the plan resumes a study with what is left of its budget, skips a summarized one."""
+"""bench/run_studies.py: the plan resumes a study with what is left of its budget, skips a summarized one."""
 
 import datetime as dt
 import importlib.util
@@ -10,20 +10,20 @@ import optuna
 from mincap.search.storage import open_study
 from mincap.study import load_study_file
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "theory_studies.py"
-spec = importlib.util.spec_from_file_location("theory_studies", BENCH)
-theory_studies = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(theory_studies)
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "run_studies.py"
+spec = importlib.util.spec_from_file_location("run_studies", BENCH)
+run_studies = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(run_studies)
 
 
 def test_plan_budget_left_and_skip(tmp_path, monkeypatch):
-    repo = Path(theory_studies.REPO)
-    for f in theory_studies.STUDIES[:2]:
+    repo = Path(run_studies.REPO)
+    for f in run_studies.STUDIES[:2]:
         (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(repo / f, tmp_path / f)
-    monkeypatch.setattr(theory_studies, "REPO", tmp_path)
+    monkeypatch.setattr(run_studies, "REPO", tmp_path)
     monkeypatch.setenv("PYTHONPATH", str(repo))  # the `mincap summary` it runs imports this checkout
-    first, second = theory_studies.STUDIES[:2]
+    first, second = run_studies.STUDIES[:2]
     cfg = load_study_file(tmp_path / first)
     study = open_study(cfg)  # 10 minutes of trials already run, in two overlapping intervals
     start = dt.datetime(2026, 1, 1)
@@ -33,8 +33,10 @@ def test_plan_budget_left_and_skip(tmp_path, monkeypatch):
         t.datetime_start, t.datetime_complete = start + dt.timedelta(minutes=a), start + dt.timedelta(minutes=b)
         study.add_trial(t)
     (tmp_path / second).with_name(Path(second).stem + ".summary.json").write_text("{}")
-    rows = theory_studies.plan([first, second])
+    rows = run_studies.plan([first, second])
     assert [r["file"] for r in rows] == [first, second]
     assert rows[0]["used_s"] == 600.0 and rows[0]["left_s"] == cfg.budget.timeout_s - 600.0 and not rows[0]["summary"]
     assert rows[1]["summary"] and rows[1]["used_s"] == 0.0
-    assert len(theory_studies.STUDIES) == 9 and all((repo / f).is_file() for f in theory_studies.STUDIES)
+    assert len(run_studies.STUDIES) == 9 + 7 and all((repo / f).is_file() for f in run_studies.STUDIES)
+    assert run_studies.plan([first, second], ["ladder"]) == []  # --group: only that group's studies
+    assert [r["file"] for r in run_studies.plan([first, second], ["capacity"])] == [first, second]

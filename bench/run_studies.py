@@ -1,24 +1,31 @@
-"""Run issue 17's nine studies one after another, each to its own budget, then write their
-summaries and the report: resumable, for running in the background.
+"""Run the committed study groups one study after another, each to its own wall-time budget, then
+write their summaries and the report: resumable, for running in the background.
 
-The studies: `studies/capacity/mnist-random-{256,512,1024,2048,4096}.toml` (memorizing random
-labels) and `studies/locality/{mlp,cnn}-{mnist,permuted}.toml` (locality and symmetry), each
-with its `timeout_s` (30 minutes per random-label rung, 1 hour per locality cell). For each, in that order:
+Groups, in this order unless `--group` names some:
+
+- `capacity` (issue 17): `studies/capacity/mnist-random-{256,...,4096}.toml`, memorizing random
+  labels, 30 minutes each;
+- `locality` (issue 17): `studies/locality/{mlp,cnn}-{mnist,permuted}.toml`, 1 hour each;
+- `ladder` (issue 16): `studies/ladder2/*.toml`, the dataset ladder searched alike, 1 hour each.
+
+For each study:
 
 - a summary already there (`<stem>.summary.json`): done, skipped;
 - else `mincap search` for what is left of its budget: `[budget] timeout_s` minus the search wall
   time its database already holds (`search_wall_s`: the union of its trials' intervals), so a run
-  cut short (a reboot, Ctrl-C) resumes where it stopped instead of starting another hour;
+  cut short (a reboot, Ctrl-C) resumes where it stopped instead of starting the budget again;
 - then `mincap summary STUDY --save` writes the summary (the chosen network's test accuracy
   measured once; on a random-label set that is chance, by design).
 
-Last, unless `--no-report`, `mincap plot` regenerates studies/RESULTS.md, whose issue-17 section
-(`mincap.results.theory`) draws studies/capacity.png and studies/locality.png from the summaries.
-Then commit the summaries, databases, artifact folders and figures.
+Last, unless `--no-report`, `mincap plot` regenerates the ladder figure and studies/RESULTS.md
+(whose issue-17 section, `mincap.results.theory`, draws studies/capacity.png and
+studies/locality.png from the summaries). Then commit the summaries, databases, artifact folders
+and figures. Budgets are wall time: on the 2-core machine run one group per core, pinned, so that
+two searches do not share (and halve) a core:
 
-    nohup python bench/theory_studies.py > theory.log 2>&1 &     # all nine, ~6.5 hours on one core
-    python bench/theory_studies.py --dry-run                      # what would run, and for how long
-    python bench/theory_studies.py --only capacity/mnist-random-256   # one study
+    nohup taskset -c 1 python bench/run_studies.py --group capacity --no-report > runs.log 2>&1 &
+    python bench/run_studies.py --dry-run                     # what would run, and for how long
+    python bench/run_studies.py --only capacity/mnist-random-256   # one study
 """
 
 from __future__ import annotations
@@ -34,11 +41,16 @@ sys.path.insert(0, str(REPO))  # this checkout's mincap, wherever the script is 
 
 from mincap.study import load_study_file  # noqa: E402
 
-STUDIES = [f"studies/capacity/mnist-random-{n}.toml" for n in (256, 512, 1024, 2048, 4096)] + [
-    f"studies/locality/{f}-{d}.toml" for f in ("mlp", "cnn") for d in ("mnist", "permuted")]
+LADDER = ("mnist-binary", "mnist-k7", "mnist-k4", "mnist-k2", "mnist-14", "mnist-7", "digits")
+GROUPS = {
+    "capacity": [f"studies/capacity/mnist-random-{n}.toml" for n in (256, 512, 1024, 2048, 4096)],
+    "locality": [f"studies/locality/{f}-{d}.toml" for f in ("mlp", "cnn") for d in ("mnist", "permuted")],
+    "ladder": [f"studies/ladder2/{r}.toml" for r in LADDER],
+}
+STUDIES = [f for group in GROUPS.values() for f in group]
 MIN_LEFT_S = 60.0  # less than this left of a budget: the study counts as run
-REPORT = ["plot", "--from-json", "studies/history", "--from-json", "studies/ladder", "--estimator", "prequential",
-          "-o", "studies/ladder.png", "--report", "studies/RESULTS.md"]
+REPORT = ["plot", "--from-json", "studies/history", "--from-json", "studies/ladder", "--artifacts", "studies/artifacts",
+          "--estimator", "prequential", "-o", "studies/ladder.png", "--report", "studies/RESULTS.md"]
 
 
 def mincap(*args: str, capture: bool = False) -> subprocess.CompletedProcess:
@@ -56,10 +68,10 @@ def used_s(study_file: str) -> float:
     return float(json.loads(out).get("search_wall_s") or 0.0)
 
 
-def plan(only: list[str] | None = None) -> list[dict]:
+def plan(only: list[str] | None = None, groups: list[str] | None = None) -> list[dict]:
     """Per study: its file, budget, time used, time left, and whether its summary exists."""
     rows = []
-    for f in STUDIES:
+    for f in (f for g in (groups or GROUPS) for f in GROUPS[g]):
         if only and not any(o in f for o in only):
             continue
         cfg = load_study_file(REPO / f)
@@ -73,11 +85,12 @@ def plan(only: list[str] | None = None) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--group", action="append", choices=list(GROUPS), help="only this group (repeatable)")
     ap.add_argument("--only", action="append", metavar="TEXT", help="only studies whose path contains TEXT")
     ap.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     ap.add_argument("--no-report", action="store_true", help="do not regenerate studies/RESULTS.md at the end")
     args = ap.parse_args(argv)
-    rows = plan(args.only)
+    rows = plan(args.only, args.group)
     for r in rows:
         state = "summary there: skipped" if r["summary"] else f"{r['left_s'] / 60:.1f} min left of {r['budget_s'] / 60:.0f}"
         print(f"{r['file']}: {state}", flush=True)
