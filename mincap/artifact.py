@@ -7,10 +7,11 @@ to rebuild exactly the evaluated network, and nothing else is read.
 Layout (all integers little-endian; "varint" = LEB128, 7 bits a byte)::
 
     magic  b"MC"                     2 bytes
-    version                          1 byte  (this decoder reads versions 1 to 3; a file is written
+    version                          1 byte  (this decoder reads versions 1 to 4; a file is written
                                      at the lowest version that holds it, so older files are unchanged:
                                      2 when a conv block is depthwise-separable, 3 when a layer uses
-                                     the version-3 side described below)
+                                     the version-3 side described below, 4 when layers share an ANS
+                                     table)
     spec                             binary, see `_spec_bytes` (~10 bytes)
     per conv/linear layer, in model order:
         layer byte: bits (low 4 bits; 0 = float32) | per_channel << 4 | symmetric << 5 | method << 6
@@ -29,14 +30,21 @@ Layout (all integers little-endian; "varint" = LEB128, 7 bits a byte)::
                     2 lzma  varint length, raw LZMA2 stream (64 KiB dictionary) of one byte per code
                     3 ans   sym_lo, sym_hi bytes, a probability table of one nibble per symbol in
                             [sym_lo, sym_hi] (p ~ 2^((q - 15) / 2), q = 0: unused); the codes
-                            themselves go into the shared ANS stream
+                            themselves go into the shared ANS stream. Version 4: sym_lo, sym_hi,
+                            then a byte: 0, the layer's own table follows (as above); 1, the table
+                            shared by the layers of this width, signedness and [sym_lo, sym_hi]:
+                            it follows at the first such layer and is reused by the later ones
     ANS stream                       constriction's AnsCoder words (uint32), all "ans" layers,
                                      trailing zero bytes of the last word dropped
     CRC32 of everything before it    4 bytes
 
 Each layer's codes take whichever of the four methods is smallest (the choice is
 the two `method` bits); the categorical model of an ANS layer is in the file and
-counted. The layer shapes are not stored: they follow from the spec.
+counted. A small network's layers are too short to pay for a table each (a 72-weight
+4-bit layer: 64 bits of table against ~30 saved), so they were stored raw at the full
+width; one table pooled over all the layers of a width (version 4) is paid once, and
+is used where it beats a layer's own best method by more than it costs
+(`_share_tables`). The layer shapes are not stored: they follow from the spec.
 
 What is stored and at which width: weight codes (entropy coded, see above);
 for symmetric per-channel layers (the default) each channel's scale as an 8-bit
@@ -74,6 +82,7 @@ from mincap.codecs import (
     code_options,
     layer_shapes,
     nibble_table,
+    pack_bits,
     read_spec,
     read_symbols,
     spec_bytes,
@@ -87,7 +96,7 @@ from mincap.quant import code_range, quant_layers
 __all__ = ["MAGIC", "SEPARABLE", "VERSION", "CompactSide", "Decoded", "LayerCodes", "decode", "encode", "layer_shapes", "read", "write"]
 
 MAGIC = b"MC"
-VERSION = 3  # the newest this decoder reads; a file is written at the lowest version that holds it
+VERSION = 4  # the newest this decoder reads; a file is written at the lowest version that holds it
 METHODS = ("raw", "zstd", "lzma", "ans")
 
 
@@ -129,9 +138,13 @@ def encode(spec: Spec, layers: list[LayerCodes]) -> bytes:
     shapes = layer_shapes(spec)
     if len(shapes) != len(layers):
         raise ValueError(f"artifact: {len(layers)} layers for a spec with {len(shapes)}")
-    version = _version(spec, layers)
+    shared = _share_tables(layers)
+    version = 4 if shared else _version(spec, layers)
+    if version >= 3 and any(_v3_misreads(lay) for lay in layers):
+        raise ValueError("artifact: a symmetric per-layer-scale layer must be compact in a version-3 file")
     out = bytearray(MAGIC) + bytes([version]) + spec_bytes(spec)
     ans_jobs = []
+    tables_sent: set = set()
     for (shape, n_out), layer in zip(shapes, layers):
         if layer.bits == 0:
             w = np.asarray(layer.weight, dtype="<f4")
@@ -146,7 +159,7 @@ def encode(spec: Spec, layers: list[LayerCodes]) -> bytes:
         n_scale = n_out if layer.per_channel else 1
         sym = _symbols(layer)
         opts = code_options(sym)
-        method = min(opts, key=lambda m: (opts[m][1], METHODS.index(m)))
+        method = "ans" if id(layer) in shared else min(opts, key=lambda m: (opts[m][1], METHODS.index(m)))
         layer.method = method
         out.append(layer.bits | layer.per_channel << 4 | layer.symmetric << 5 | METHODS.index(method) << 6)
         if layer.compact:
@@ -166,7 +179,17 @@ def encode(spec: Spec, layers: list[LayerCodes]) -> bytes:
             if not layer.symmetric:
                 out += np.asarray(layer.zero_point, dtype=np.uint8).reshape(n_scale).tobytes()
             out += np.asarray(layer.bias, dtype="<f2").reshape(n_out).tobytes()
-        out += opts[method][0]
+        if id(layer) in shared:
+            key, q = shared[id(layer)]
+            lo, hi = key[2], key[3]
+            out += bytes([lo, hi, 1]) + (b"" if key in tables_sent else pack_bits(q, 4))
+            tables_sent.add(key)
+            ans_jobs.append((sym - lo, q))
+            continue
+        head = opts[method][0]
+        if method == "ans" and version >= 4:  # sym_lo, sym_hi, 0 (own table), the table
+            head = head[:2] + b"\0" + head[2:]
+        out += head
         if method == "ans":
             lo, hi = int(sym.min()), int(sym.max())
             ans_jobs.append((sym - lo, nibble_table(sym - lo, hi - lo + 1)))
@@ -181,6 +204,57 @@ def encode(spec: Spec, layers: list[LayerCodes]) -> bytes:
         out += words
     out += zlib.crc32(bytes(out)).to_bytes(4, "little")
     return bytes(out)
+
+
+def _share_tables(layers: list[LayerCodes]) -> dict[int, tuple[tuple, np.ndarray]]:
+    """Layers to code with one ANS table per (width, signedness), as {id(layer): (key, table)}.
+
+    Per group of layers of one width and signedness: one nibble table over their pooled symbols
+    (range [lo, hi] of the pool). A layer joins when that table codes it in fewer bits (its 3
+    bytes of head included) than its own best method; the group shares when the joiners' savings
+    exceed the table's bytes. All groups together must also pay the flag byte version 4 adds to
+    each own-table ANS layer. Empty: the file stays at its older version, byte for byte.
+    """
+    if any(_v3_misreads(lay) for lay in layers):
+        return {}
+    groups: dict[tuple, list] = {}
+    for lay in layers:
+        if lay.bits:
+            sym = _symbols(lay)
+            if sym.size:
+                groups.setdefault((lay.bits, lay.symmetric), []).append((lay, sym))
+    best = {}  # id(layer): (bits of its own best method, that method)
+    for members in groups.values():
+        for lay, sym in members:
+            opts = code_options(sym)
+            m = min(opts, key=lambda k: (opts[k][1], METHODS.index(k)))
+            best[id(lay)] = (opts[m][1], m)
+    shared: dict[int, tuple[tuple, np.ndarray]] = {}
+    saved_all = 0.0
+    for (bits, symmetric), members in groups.items():
+        lo = min(int(sym.min()) for _, sym in members)
+        hi = max(int(sym.max()) for _, sym in members)
+        if hi == lo:
+            continue
+        q = nibble_table(np.concatenate([sym for _, sym in members]) - lo, hi - lo + 1)
+        p = table_probs(q)
+        joiners, saved = [], -8.0 * len(pack_bits(q, 4))
+        for lay, sym in members:
+            cost = 24 + float(-np.log2(p[sym - lo]).sum())
+            if cost < best[id(lay)][0]:
+                joiners.append(lay)
+                saved += best[id(lay)][0] - cost
+        if saved > 0:
+            shared.update({id(lay): ((bits, symmetric, lo, hi), q) for lay in joiners})
+            saved_all += saved
+    own_ans = sum(1 for i, (_, m) in best.items() if m == "ans" and i not in shared)
+    return shared if shared and saved_all > 8 * own_ans else {}
+
+
+def _v3_misreads(lay: LayerCodes) -> bool:
+    """A layer versions 3 and later cannot hold: from version 3 on, a symmetric per-layer-scale
+    layer is read as compact (one float16 scale, int8 biases); only hand-built layers are not."""
+    return bool(lay.bits) and lay.symmetric and not lay.per_channel and not lay.compact
 
 
 def _version(spec: Spec, layers: list[LayerCodes]) -> int:
@@ -223,6 +297,7 @@ def _decode_body(data: bytes) -> Decoded:
     shapes = layer_shapes(spec)
     layers: list[LayerCodes] = []
     pending = []  # (layer index, shape, table, n) of ans layers
+    tables: dict[tuple, np.ndarray] = {}  # version 4: the shared ANS tables by (bits, symmetric, lo, hi)
     for i, (shape, n_out) in enumerate(shapes):
         start = r.pos
         n = math.prod(shape)
@@ -258,7 +333,16 @@ def _decode_body(data: bytes) -> Decoded:
             if method == "ans":  # a table here; the symbols come from the shared stream below
                 lo, hi = r.byte(), r.byte()
                 k = hi - lo + 1
-                q = unpack_bits(r.take((4 * k + 7) // 8), 4, k)
+                flag = r.byte() if version >= 4 else 0
+                key = (bits, symmetric, lo, hi)
+                if flag > 1 or hi < lo:
+                    raise MincapError("artifact: corrupt ANS table header")
+                if flag == 1 and key in tables:
+                    q = tables[key]
+                else:
+                    q = unpack_bits(r.take((4 * k + 7) // 8), 4, k)
+                    if flag == 1:
+                        tables[key] = q
                 pending.append((i, shape, q, n, lo))
             else:
                 lay.codes = _from_symbols(read_symbols(r, method, n), bits, symmetric).reshape(shape)

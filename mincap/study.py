@@ -19,7 +19,9 @@
     [fidelity]  screening before full training (`mincap.search.fidelity`): enabled, epochs,
                 subset, promote, min_peers, min_val_acc
     [seed_recipe] the seed presets' training recipe: epochs, batch_size, lr, weight_decay,
-                augment, qat_fraction, bits (each within the space; unset: a rule on the space)
+                augment, qat_fraction, bits (each within the space; unset: a rule on the space).
+                A seed may override it for itself: "sep-1.8k@epochs=80,path=1" (recipe keys, plus
+                `path`, an index into space.paths, and `scales`, one of space.scales)
 
 Unknown keys, wrong types and impossible ranges raise `MincapError` naming the key
 (`mincap` exits 2 with that one line).
@@ -298,8 +300,15 @@ def _validate(cfg: StudyConfig) -> None:
     need(0.0 <= sp.qat_fraction[0] and sp.qat_fraction[1] <= 1.0, "space.qat_fraction: must be within [0, 1]")
     need(all(b >= 1 for b in sp.batch_size), "space.batch_size: must be >= 1")
     need(set(sp.activations) <= set(ACTIVATIONS), f"space.activations: choose from {ACTIVATIONS}")
-    unknown = [p for p in s.seeds if p not in PRESETS]
-    need(not unknown, f"study.seeds: unknown preset {unknown[0]!r}" if unknown else "")
+    for name in s.seeds:
+        preset, recipe, extras = seed_settings(name, cfg.seed_recipe)
+        need(preset in PRESETS, f"study.seeds: unknown preset {preset!r}")
+        _validate_seed_recipe(recipe, sp, need)
+        if "path" in extras:
+            need(0 <= extras["path"] < len(sp.paths), f"study.seeds: {name!r}: path is an index into space.paths "
+                                                       f"(0..{len(sp.paths) - 1})")
+        if "scales" in extras:
+            need(extras["scales"] in sp.scales, f"study.seeds: {name!r}: scales must be one of space.scales")
     need(0.0 <= cfg.early_stop.margin <= 1.0, "early_stop.margin: must be within [0, 1]")
     need(0.0 < cfg.early_stop.hopeless <= 1.0, "early_stop.hopeless: must be within (0, 1]")
     fi = cfg.fidelity
@@ -309,6 +318,33 @@ def _validate(cfg: StudyConfig) -> None:
     need(fi.min_peers >= 1, "fidelity.min_peers: must be >= 1")
     need(0.0 <= fi.min_val_acc <= 1.0, "fidelity.min_val_acc: must be within [0, 1]")
     _validate_seed_recipe(cfg.seed_recipe, sp, need)
+
+
+SEED_EXTRAS = {"path": int, "scales": str}
+
+
+def seed_settings(name: str, base: SeedRecipe) -> tuple[str, SeedRecipe, dict[str, Any]]:
+    """A seed's preset, recipe and extras: "PRESET" takes `base`; "PRESET@key=value,..." overrides
+    recipe keys (epochs, lr, ...) for this seed, or sets `path` (an index into space.paths) or
+    `scales`. Such a seed is a study's own (its name is what the study remembers as enqueued)."""
+    preset, _, rest = name.partition("@")
+    if not rest:
+        return preset, base, {}
+    fields = {f.name: f.type for f in dataclasses.fields(SeedRecipe)}
+    over, extras = {}, {}
+    for item in rest.split(","):
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or (key not in fields and key not in SEED_EXTRAS):
+            raise MincapError(f"study.seeds: {name!r}: expected PRESET@key=value,... with keys from "
+                              f"{sorted([*fields, *SEED_EXTRAS])}")
+        kind = SEED_EXTRAS.get(key) or {"int": int, "float": float}.get(str(fields.get(key)), float)
+        try:
+            v = kind(value.strip())
+        except ValueError:
+            raise MincapError(f"study.seeds: {name!r}: {key} must be {kind.__name__}") from None
+        (extras if key in SEED_EXTRAS else over)[key] = v
+    return preset, dataclasses.replace(base, **over), extras
 
 
 def _validate_seed_recipe(r: SeedRecipe, sp: Space, need) -> None:

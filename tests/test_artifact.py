@@ -102,6 +102,29 @@ def test_skewed_codes_use_an_entropy_coder_and_beat_raw_bits():
     assert 8 * len(data) < 4 * n_codes  # below the nominal 4 bits a weight, side information included
 
 
+def test_small_layers_share_one_ans_table_version_4(monkeypatch):
+    # A small network's layers are too short to pay for a table each: one pooled table per width.
+    rng = np.random.default_rng(5)
+    layers = _layers(SPEC, 4, rng)
+    for lay in layers:
+        lay.codes = np.clip(np.round(rng.laplace(0, 1.5, lay.codes.shape)), -7, 7).astype(np.int64)
+    data, dec = _check_roundtrip(SPEC, layers)
+    assert data[2] == 4 and {row["method"] for row in dec.size["layers"]} == {"ans"}
+    monkeypatch.setattr(artifact, "_share_tables", lambda layers: {})
+    own, dec_own = _check_roundtrip(SPEC, layers)
+    assert own[2] < 4 and len(data) < len(own)  # the same codes, own tables or raw: larger
+    # what the shared table saved is what the layers' code bits say
+    assert sum(r["total_bits"] for r in dec.size["layers"]) < sum(r["total_bits"] for r in dec_own.size["layers"])
+
+
+def test_uniform_codes_keep_the_older_version():
+    # Uniform codes over all 2^bits values: nothing for a table to gain, so the file is written as
+    # before version 4, byte for byte. (Symmetric codes use 2^bits - 1 values: a table gains there.)
+    rng = np.random.default_rng(6)
+    data = encode(SPEC, _layers(SPEC, 4, rng, symmetric=False))
+    assert data[2] < 4
+
+
 def test_float32_reference_layers_roundtrip():
     rng = np.random.default_rng(2)
     layers = [LayerCodes(0, weight=rng.normal(size=s).astype(np.float32), bias=rng.normal(size=n).astype(np.float32))

@@ -22,7 +22,7 @@ import optuna
 from mincap.config import CompressConfig, TrainConfig
 from mincap.errors import MincapError
 from mincap.models import PRESETS, Conv, Spec
-from mincap.study import StudyConfig
+from mincap.study import StudyConfig, seed_settings
 
 __all__ = ["preset_params", "sample_trial"]
 
@@ -135,7 +135,8 @@ def sample_trial(trial, cfg: StudyConfig, in_shape: tuple[int, int, int], n_clas
 
 def preset_params(name: str, cfg: StudyConfig) -> dict[str, Any]:
     """Parameters that make `sample_trial` reproduce preset `name`: a known-good seed trial."""
-    spec, sp = PRESETS[name], cfg.space
+    preset, r, extras = seed_settings(name, cfg.seed_recipe)
+    spec, sp = PRESETS[preset], cfg.space
     p: dict[str, Any] = {"family": spec.family, "activation": spec.activation}
     if spec.family == "cnn":
         p.update(conv_depth=len(spec.convs), pools=sum(c.pool > 1 for c in spec.convs), head=spec.head,
@@ -152,7 +153,6 @@ def preset_params(name: str, cfg: StudyConfig) -> dict[str, Any]:
     n_layers = spec.n_weight_layers()
     # 4-bit weights, no pruning, the longest training: a design that usually reaches the target;
     # the study's [seed_recipe] overrides each value (checked to lie in the space).
-    r = cfg.seed_recipe
     bits = r.bits or min(max(4, sp.bits[0]), sp.bits[1])
     p.update({f"bits{i}": bits for i in range(n_layers)} if sp.per_layer_bits else {"bits": bits})
     p.update(epochs=r.epochs or sp.epochs[1], batch_size=r.batch_size or sp.batch_size[0],
@@ -160,5 +160,6 @@ def preset_params(name: str, cfg: StudyConfig) -> dict[str, Any]:
              augment=r.augment if r.augment != -1 else sp.augment[0] + (sp.augment[1] - sp.augment[0]) // 2,
              qat_fraction=r.qat_fraction or sp.qat_fraction[1],
              prune_ratio=min(sp.prune_ratios or (sp.prune_ratio[0],)),
-             quantizer=sp.quantizers[0], scales=sp.scales[0], anneal_epochs=sp.anneal_epochs[1], path=sp.paths[0])
+             quantizer=sp.quantizers[0], scales=extras.get("scales", sp.scales[0]),
+             anneal_epochs=sp.anneal_epochs[1], path=sp.paths[extras.get("path", 0)])
     return p

@@ -6,7 +6,7 @@ import pytest
 from mincap.errors import MincapError
 from mincap.models import PRESETS
 from mincap.search import preset_params, sample_trial
-from mincap.study import DEFAULT_STUDY, StudyConfig, load_study_file, parse_study
+from mincap.study import DEFAULT_STUDY, StudyConfig, load_study_file, parse_study, seed_settings
 
 
 def _draws(cfg, n=40, seed=0):
@@ -74,15 +74,36 @@ def test_bad_new_keys_refused_naming_the_key(raw, key):
         parse_study(raw)
 
 
-@pytest.mark.parametrize("preset", load_study_file(DEFAULT_STUDY).study.seeds)
-def test_default_seed_presets_are_small_gap_cnns_the_space_reproduces(preset):
+@pytest.mark.parametrize("seed", load_study_file(DEFAULT_STUDY).study.seeds)
+def test_default_seed_presets_are_small_gap_cnns_the_space_reproduces(seed):
     cfg = load_study_file(DEFAULT_STUDY)
-    spec, train_cfg, comp = sample_trial(optuna.trial.FixedTrial(preset_params(preset, cfg)), cfg, (1, 28, 28), 10)
+    spec, train_cfg, comp = sample_trial(optuna.trial.FixedTrial(preset_params(seed, cfg)), cfg, (1, 28, 28), 10)
+    preset, recipe, _ = seed_settings(seed, cfg.seed_recipe)
     want = PRESETS[preset]
     assert spec.convs == want.convs and spec.head == "gap" and not spec.hidden
     assert comp.prune_ratio == 0.0 and set(comp.bits_per_layer) == {4}
-    # The measured recipe (studies/mnist-99.toml [seed_recipe]): 50 epochs, 12 quantization-aware.
-    assert (train_cfg.epochs, train_cfg.batch_size, comp.qat_epochs, comp.per_channel) == (50, 256, 12, False)
+    # The measured recipe (studies/mnist-99.toml [seed_recipe]): 50 epochs, 12 quantization-aware;
+    # a seed of its own recipe (sep-1.8k@epochs=80) trains longer, QAT the same fraction.
+    assert (train_cfg.batch_size, comp.per_channel) == (256, False)
+    assert (train_cfg.epochs, comp.qat_epochs) == ((50, 12) if "@" not in seed else
+                                                   (recipe.epochs, round(recipe.qat_fraction * recipe.epochs)))
+
+
+def test_a_seed_may_override_the_recipe_for_itself():
+    base = {"study": {"seeds": ["sep-1.8k", "sep-1.8k@epochs=60,path=1,scales=channel"]},
+            "space": {"epochs": [10, 60], "batch_size": [128, 256], "separable": [True, False], "padding": ["valid"],
+                      "conv_depth": [3, 5], "scales": ["layer", "channel"], "paths": ["", "bits=3"]},
+            "seed_recipe": {"epochs": 50, "batch_size": 256}}
+    cfg = parse_study(base)
+    own = preset_params("sep-1.8k@epochs=60,path=1,scales=channel", cfg)
+    plain = preset_params("sep-1.8k", cfg)
+    assert (own["epochs"], own["path"], own["scales"], own["batch_size"]) == (60, "bits=3", "channel", 256)
+    assert (plain["epochs"], plain["path"], plain["scales"]) == (50, "", "layer")
+    for seed, msg in (("sep-1.8k@epochs=90", "seed_recipe.epochs"), ("sep-1.8k@colour=1", "PRESET@key=value"),
+                      ("sep-1.8k@epochs=x", "epochs must be int"), ("nope@epochs=20", "unknown preset 'nope'"),
+                      ("sep-1.8k@path=2", "path is an index"), ("sep-1.8k@scales=tensor", "scales must be one of")):
+        with pytest.raises(MincapError, match=msg):
+            parse_study({**base, "study": {"seeds": [seed]}})
 
 
 def test_seed_recipe_sets_the_seed_trials_training_and_unset_values_follow_the_space():
