@@ -44,7 +44,7 @@ counted. A small network's layers are too short to pay for a table each (a 72-we
 4-bit layer: 64 bits of table against ~30 saved), so they were stored raw at the full
 width; one table pooled over all the layers of a width (version 4) is paid once, and
 is used where it beats a layer's own best method by more than it costs
-(`_share_tables`). The layer shapes are not stored: they follow from the spec.
+(`mincap.codecs.share_tables`). The layer shapes are not stored: they follow from the spec.
 
 What is stored and at which width: weight codes (entropy coded, see above);
 for symmetric per-channel layers (the default) each channel's scale as an 8-bit
@@ -74,10 +74,12 @@ import torch
 import torch.nn as nn
 
 from mincap.codecs import (
+    CODE_METHODS,
     SEPARABLE,
     CompactSide,
     LayerCodes,
     Reader,
+    best_method,
     categorical,
     code_options,
     layer_shapes,
@@ -85,6 +87,7 @@ from mincap.codecs import (
     pack_bits,
     read_spec,
     read_symbols,
+    share_tables,
     spec_bytes,
     table_probs,
     unpack_bits,
@@ -97,7 +100,7 @@ __all__ = ["MAGIC", "SEPARABLE", "VERSION", "CompactSide", "Decoded", "LayerCode
 
 MAGIC = b"MC"
 VERSION = 4  # the newest this decoder reads; a file is written at the lowest version that holds it
-METHODS = ("raw", "zstd", "lzma", "ans")
+METHODS = CODE_METHODS  # the two method bits of a layer byte
 
 
 @dataclass
@@ -138,14 +141,15 @@ def encode(spec: Spec, layers: list[LayerCodes]) -> bytes:
     shapes = layer_shapes(spec)
     if len(shapes) != len(layers):
         raise ValueError(f"artifact: {len(layers)} layers for a spec with {len(shapes)}")
-    shared = _share_tables(layers)
+    shared = {} if any(_v3_misreads(lay) for lay in layers) else share_tables(
+        [(lay.bits, lay.symmetric, _symbols(lay)) if lay.bits else None for lay in layers])
     version = 4 if shared else _version(spec, layers)
     if version >= 3 and any(_v3_misreads(lay) for lay in layers):
         raise ValueError("artifact: a symmetric per-layer-scale layer must be compact in a version-3 file")
     out = bytearray(MAGIC) + bytes([version]) + spec_bytes(spec)
     ans_jobs = []
     tables_sent: set = set()
-    for (shape, n_out), layer in zip(shapes, layers):
+    for i, ((shape, n_out), layer) in enumerate(zip(shapes, layers)):
         if layer.bits == 0:
             w = np.asarray(layer.weight, dtype="<f4")
             if w.shape != shape:
@@ -159,7 +163,7 @@ def encode(spec: Spec, layers: list[LayerCodes]) -> bytes:
         n_scale = n_out if layer.per_channel else 1
         sym = _symbols(layer)
         opts = code_options(sym)
-        method = "ans" if id(layer) in shared else min(opts, key=lambda m: (opts[m][1], METHODS.index(m)))
+        method = "ans" if i in shared else best_method(opts)
         layer.method = method
         out.append(layer.bits | layer.per_channel << 4 | layer.symmetric << 5 | METHODS.index(method) << 6)
         if layer.compact:
@@ -179,8 +183,8 @@ def encode(spec: Spec, layers: list[LayerCodes]) -> bytes:
             if not layer.symmetric:
                 out += np.asarray(layer.zero_point, dtype=np.uint8).reshape(n_scale).tobytes()
             out += np.asarray(layer.bias, dtype="<f2").reshape(n_out).tobytes()
-        if id(layer) in shared:
-            key, q = shared[id(layer)]
+        if i in shared:
+            key, q = shared[i]
             lo, hi = key[2], key[3]
             out += bytes([lo, hi, 1]) + (b"" if key in tables_sent else pack_bits(q, 4))
             tables_sent.add(key)
@@ -204,51 +208,6 @@ def encode(spec: Spec, layers: list[LayerCodes]) -> bytes:
         out += words
     out += zlib.crc32(bytes(out)).to_bytes(4, "little")
     return bytes(out)
-
-
-def _share_tables(layers: list[LayerCodes]) -> dict[int, tuple[tuple, np.ndarray]]:
-    """Layers to code with one ANS table per (width, signedness), as {id(layer): (key, table)}.
-
-    Per group of layers of one width and signedness: one nibble table over their pooled symbols
-    (range [lo, hi] of the pool). A layer joins when that table codes it in fewer bits (its 3
-    bytes of head included) than its own best method; the group shares when the joiners' savings
-    exceed the table's bytes. All groups together must also pay the flag byte version 4 adds to
-    each own-table ANS layer. Empty: the file stays at its older version, byte for byte.
-    """
-    if any(_v3_misreads(lay) for lay in layers):
-        return {}
-    groups: dict[tuple, list] = {}
-    for lay in layers:
-        if lay.bits:
-            sym = _symbols(lay)
-            if sym.size:
-                groups.setdefault((lay.bits, lay.symmetric), []).append((lay, sym))
-    best = {}  # id(layer): (bits of its own best method, that method)
-    for members in groups.values():
-        for lay, sym in members:
-            opts = code_options(sym)
-            m = min(opts, key=lambda k: (opts[k][1], METHODS.index(k)))
-            best[id(lay)] = (opts[m][1], m)
-    shared: dict[int, tuple[tuple, np.ndarray]] = {}
-    saved_all = 0.0
-    for (bits, symmetric), members in groups.items():
-        lo = min(int(sym.min()) for _, sym in members)
-        hi = max(int(sym.max()) for _, sym in members)
-        if hi == lo:
-            continue
-        q = nibble_table(np.concatenate([sym for _, sym in members]) - lo, hi - lo + 1)
-        p = table_probs(q)
-        joiners, saved = [], -8.0 * len(pack_bits(q, 4))
-        for lay, sym in members:
-            cost = 24 + float(-np.log2(p[sym - lo]).sum())
-            if cost < best[id(lay)][0]:
-                joiners.append(lay)
-                saved += best[id(lay)][0] - cost
-        if saved > 0:
-            shared.update({id(lay): ((bits, symmetric, lo, hi), q) for lay in joiners})
-            saved_all += saved
-    own_ans = sum(1 for i, (_, m) in best.items() if m == "ans" and i not in shared)
-    return shared if shared and saved_all > 8 * own_ans else {}
 
 
 def _v3_misreads(lay: LayerCodes) -> bool:

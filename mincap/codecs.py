@@ -22,7 +22,7 @@ import zstandard as zstd
 from mincap.errors import MincapError
 from mincap.models import ACTIVATIONS, Conv, Spec
 
-__all__ = ["LZMA_FILTERS", "SEPARABLE", "CompactSide", "LayerCodes", "Reader", "categorical", "code_options", "nibble_table", "layer_shapes", "pack_bits", "read_spec", "read_symbols", "spec_bytes",
+__all__ = ["CODE_METHODS", "LZMA_FILTERS", "SEPARABLE", "CompactSide", "LayerCodes", "Reader", "best_method", "categorical", "code_options", "nibble_table", "layer_shapes", "pack_bits", "read_spec", "read_symbols", "share_tables", "spec_bytes",
            "table_probs", "unpack_bits", "varint"]
 
 SEPARABLE = 1 << 6  # spec flag (format version 2): a varint bitmask of the separable conv blocks follows
@@ -238,6 +238,54 @@ def code_options(sym: np.ndarray) -> dict[str, tuple[bytes, float]]:
     return opts
 
 
+
+
+CODE_METHODS = ("raw", "zstd", "lzma", "ans")  # a layer's code methods, by the index its layer byte stores
+
+
+def best_method(opts: dict[str, tuple[bytes, float]]) -> str:
+    """The cheapest of `code_options`, ties to the earlier method."""
+    return min(opts, key=lambda m: (opts[m][1], CODE_METHODS.index(m)))
+
+
+def share_tables(layers: list[tuple[int, bool, np.ndarray] | None]) -> dict[int, tuple[tuple, np.ndarray]]:
+    """Layers (by index) to code with one ANS table per (width, signedness): {i: (key, table)}.
+
+    `layers`: (bits, symmetric, symbols) per layer, None for a float32 one. Per group of one width
+    and signedness: one nibble table over their pooled symbols (range [lo, hi] of the pool). A layer
+    joins when that table codes it in fewer bits (its 3 bytes of head included) than its own best
+    method; the group shares when the joiners' savings exceed the table's bytes. All groups
+    together must also pay the flag byte version 4 adds to each own-table ANS layer. Empty: the
+    file stays at its older version, byte for byte.
+    """
+    groups: dict[tuple, list] = {}
+    best = {}  # layer index: (bits of its own best method, that method)
+    for i, lay in enumerate(layers):
+        if lay is not None and lay[2].size:
+            groups.setdefault(lay[:2], []).append((i, lay[2]))
+            opts = code_options(lay[2])
+            m = best_method(opts)
+            best[i] = (opts[m][1], m)
+    shared: dict[int, tuple[tuple, np.ndarray]] = {}
+    saved_all = 0.0
+    for (bits, symmetric), members in groups.items():
+        lo = min(int(sym.min()) for _, sym in members)
+        hi = max(int(sym.max()) for _, sym in members)
+        if hi == lo:
+            continue
+        q = nibble_table(np.concatenate([sym for _, sym in members]) - lo, hi - lo + 1)
+        p = table_probs(q)
+        joiners, saved = [], -8.0 * len(pack_bits(q, 4))
+        for i, sym in members:
+            cost = 24 + float(-np.log2(p[sym - lo]).sum())
+            if cost < best[i][0]:
+                joiners.append(i)
+                saved += best[i][0] - cost
+        if saved > 0:
+            shared.update({i: ((bits, symmetric, lo, hi), q) for i in joiners})
+            saved_all += saved
+    own_ans = sum(1 for i, (_, m) in best.items() if m == "ans" and i not in shared)
+    return shared if shared and saved_all > 8 * own_ans else {}
 
 
 def read_symbols(r: Reader, method: str, n: int) -> np.ndarray:

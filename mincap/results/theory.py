@@ -184,7 +184,8 @@ def theory_section(report_path: str | Path, ladder_rungs: list[dict[str, Any]], 
     if loc:
         info = locality_info(loc)
         out += _locality_lines(info, str(plot_locality(info, base / "locality.png").relative_to(base)))
-    missing = [_rel(p, base) for p in cap_missing + loc_missing]
+    # Named from the studies folder, not the report: the same text wherever the report is written.
+    missing = [_rel(p, studies) for p in cap_missing + loc_missing]
     if missing:
         out += ["Not run yet (no summary): " + ", ".join(f"`{p}`" for p in missing)
                 + "; see `bench/run_studies.py`.", ""]
