@@ -40,10 +40,9 @@ Layout (all integers little-endian; "varint" = LEB128, 7 bits a byte)::
 
 Each layer's codes take whichever of the four methods is smallest (the choice is
 the two `method` bits); the categorical model of an ANS layer is in the file and
-counted. A small network's layers are too short to pay for a table each (a 72-weight
-4-bit layer: 64 bits of table against ~30 saved), so they were stored raw at the full
-width; one table pooled over all the layers of a width (version 4) is paid once, and
-is used where it beats a layer's own best method by more than it costs
+counted. A small network's layers are too short to pay for a table each (a 72-weight 4-bit
+layer: 64 bits of table against ~30 saved); one table pooled over the layers of a width (version
+4) is paid once, used where it beats a layer's own best method by more than it costs
 (`mincap.codecs.share_tables`). The layer shapes are not stored: they follow from the spec.
 
 What is stored and at which width: weight codes (entropy coded, see above);
@@ -141,10 +140,17 @@ def encode(spec: Spec, layers: list[LayerCodes]) -> bytes:
     shapes = layer_shapes(spec)
     if len(shapes) != len(layers):
         raise ValueError(f"artifact: {len(layers)} layers for a spec with {len(shapes)}")
-    shared = {} if any(_v3_misreads(lay) for lay in layers) else share_tables(
-        [(lay.bits, lay.symmetric, _symbols(lay)) if lay.bits else None for lay in layers])
+    # Each layer's symbols and code options once: the table sharing and the layer loop both use them.
+    coded = []
+    for lay, (shape, _) in zip(layers, shapes):
+        if lay.bits and tuple(lay.codes.shape) != shape:
+            raise ValueError(f"artifact: codes shape {tuple(lay.codes.shape)} != {shape}")
+        sym = _symbols(lay) if lay.bits else None
+        coded.append((lay.bits, lay.symmetric, sym, code_options(sym)) if lay.bits else None)
+    misreads = any(_v3_misreads(lay) for lay in layers)
+    shared = {} if misreads else share_tables(coded)
     version = 4 if shared else _version(spec, layers)
-    if version >= 3 and any(_v3_misreads(lay) for lay in layers):
+    if version >= 3 and misreads:
         raise ValueError("artifact: a symmetric per-layer-scale layer must be compact in a version-3 file")
     out = bytearray(MAGIC) + bytes([version]) + spec_bytes(spec)
     ans_jobs = []
@@ -158,11 +164,8 @@ def encode(spec: Spec, layers: list[LayerCodes]) -> bytes:
             out += w.tobytes() + np.asarray(layer.bias, dtype="<f4").reshape(n_out).tobytes()
             layer.method = "float32"
             continue
-        if tuple(layer.codes.shape) != shape:
-            raise ValueError(f"artifact: codes shape {tuple(layer.codes.shape)} != {shape}")
         n_scale = n_out if layer.per_channel else 1
-        sym = _symbols(layer)
-        opts = code_options(sym)
+        _, _, sym, opts = coded[i]
         method = "ans" if i in shared else best_method(opts)
         layer.method = method
         out.append(layer.bits | layer.per_channel << 4 | layer.symmetric << 5 | METHODS.index(method) << 6)

@@ -248,10 +248,10 @@ def best_method(opts: dict[str, tuple[bytes, float]]) -> str:
     return min(opts, key=lambda m: (opts[m][1], CODE_METHODS.index(m)))
 
 
-def share_tables(layers: list[tuple[int, bool, np.ndarray] | None]) -> dict[int, tuple[tuple, np.ndarray]]:
+def share_tables(layers: list[tuple[int, bool, np.ndarray, dict] | None]) -> dict[int, tuple[tuple, np.ndarray]]:
     """Layers (by index) to code with one ANS table per (width, signedness): {i: (key, table)}.
 
-    `layers`: (bits, symmetric, symbols) per layer, None for a float32 one. Per group of one width
+    `layers`: (bits, symmetric, symbols, their `code_options`) per layer, None for a float32 one. Per group of one width
     and signedness: one nibble table over their pooled symbols (range [lo, hi] of the pool). A layer
     joins when that table codes it in fewer bits (its 3 bytes of head included) than its own best
     method; the group shares when the joiners' savings exceed the table's bytes. All groups
@@ -263,7 +263,7 @@ def share_tables(layers: list[tuple[int, bool, np.ndarray] | None]) -> dict[int,
     for i, lay in enumerate(layers):
         if lay is not None and lay[2].size:
             groups.setdefault(lay[:2], []).append((i, lay[2]))
-            opts = code_options(lay[2])
+            opts = lay[3]
             m = best_method(opts)
             best[i] = (opts[m][1], m)
     shared: dict[int, tuple[tuple, np.ndarray]] = {}
