@@ -31,7 +31,6 @@ two searches do not share (and halve) a core:
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +38,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout's mincap, wherever the script is run from
 
+from mincap.search.storage import open_study, search_wall_s  # noqa: E402
 from mincap.study import load_study_file  # noqa: E402
 
 LADDER = ("mnist-binary", "mnist-k7", "mnist-k4", "mnist-k2", "mnist-14", "mnist-7", "digits")
@@ -60,12 +60,12 @@ def mincap(*args: str, capture: bool = False) -> subprocess.CompletedProcess:
 
 
 def used_s(study_file: str) -> float:
-    """Search wall time the study's database already holds (0 when it has not run)."""
+    """Search wall time the study's database already holds (0 when it has not run), read in this
+    process: a `mincap summary` subprocess would load torch and the data for one number."""
     cfg = load_study_file(REPO / study_file)
     if cfg.storage.url or not (cfg.folder / f"{cfg.study.name}.db").is_file():
         return 0.0
-    out = mincap("summary", study_file, "--json", "--no-test", capture=True).stdout
-    return float(json.loads(out).get("search_wall_s") or 0.0)
+    return search_wall_s(open_study(cfg, create=False).trials)
 
 
 def plan(only: list[str] | None = None, groups: list[str] | None = None) -> list[dict]:

@@ -30,6 +30,7 @@ from mincap.entropy import cache as entropy_cache
 from mincap.errors import MincapError
 from mincap.report import fmt_acc, fmt_bits
 from mincap.search.replicates import replicate_trial, stored_replicates
+from mincap.search.storage import search_wall_s
 from mincap.train import final_test_accuracy
 from mincap.twopart import two_part_code
 
@@ -121,21 +122,6 @@ def two_part_once(study, trial, dataset: str, read_artifact: Callable[[Any], byt
     return study.user_attrs[key]
 
 
-def _search_wall_s(trials) -> float:
-    """Wall time spent searching, over all `mincap search` runs and workers: the union of the
-    trials' intervals (a budget in the study file says nothing about how often it was run)."""
-    spans = sorted((t.datetime_start, t.datetime_complete) for t in trials if t.datetime_start and t.datetime_complete)
-    wall, end = 0.0, None
-    for a, b in spans:
-        if end is None or a > end:
-            wall += (b - a).total_seconds()
-            end = b
-        elif b > end:
-            wall += (b - end).total_seconds()
-            end = b
-    return wall
-
-
 def _pruned_reason(t) -> str:
     """Why a trial was pruned: its `stop_reason` (early stop, the --timeout deadline), else, for
     studies from before `stop_reason` was recorded, read from the early-stop attributes."""
@@ -194,7 +180,7 @@ def summarize(study, *, target: float, dataset: str, read_artifact=None, data_di
     pruned = [{"trial": t.number, "reason": _pruned_reason(t)} for t in trials if t.state.name == "PRUNED"]
     return {
         "study": study.study_name, "dataset": dataset, "target": target, "n_trials": len(trials),
-        "states": states, "search_wall_s": round(_search_wall_s(trials), 1),
+        "states": states, "search_wall_s": round(search_wall_s(trials), 1),
         "early_stop_saved_s": round(saved, 1), "pareto_front": front, "chosen": chosen,
         "failures": fails, "pruned": pruned, "entropy": entropy_cache.newest(dataset, data_dir),
         # Validation = the training set itself (mnist-random-N); None for an ordinary dataset.

@@ -17,7 +17,7 @@ from mincap.search.early_stop import EarlyStopRule
 from mincap.search.objective import Objective
 from mincap.search.run import SearchOptions, run_search
 from mincap.search.space import preset_params, sample_trial
-from mincap.search.storage import make_storage, open_study
+from mincap.search.storage import make_storage, open_study, search_wall_s
 
 __all__ = ["EarlyStopRule", "Objective", "SearchOptions", "make_storage", "open_study", "preset_params",
-           "run_search", "sample_trial"]
+           "run_search", "sample_trial", "search_wall_s"]

@@ -43,7 +43,7 @@ from mincap.search.artifact_db import RDBArtifactStore
 from mincap.search.server import ResilientRDBStorage, is_server, server_engine, wait_for_restarts
 from mincap.study import StudyConfig, parse_study
 
-__all__ = ["artifact_bytes", "artifact_store", "is_journal", "make_sampler", "make_storage", "open_study",
+__all__ = ["artifact_bytes", "artifact_store", "is_journal", "make_sampler", "make_storage", "open_study", "search_wall_s",
            "stored_config"]
 
 CONFIG_ATTR = "mincap_study_file"  # study user attribute: the text of the study file that made it
@@ -51,6 +51,21 @@ CONFIG_ATTR = "mincap_study_file"  # study user attribute: the text of the study
 
 def is_journal(url: str) -> bool:
     return url.endswith((".log", ".journal")) and "://" not in url
+
+
+def search_wall_s(trials) -> float:
+    """Wall time spent searching, over all `mincap search` runs and workers: the union of the
+    trials' intervals (a budget in the study file says nothing about how often it was run)."""
+    spans = sorted((t.datetime_start, t.datetime_complete) for t in trials if t.datetime_start and t.datetime_complete)
+    wall, end = 0.0, None
+    for a, b in spans:
+        if end is None or a > end:
+            wall += (b - a).total_seconds()
+            end = b
+        elif b > end:
+            wall += (b - end).total_seconds()
+            end = b
+    return wall
 
 
 def make_storage(cfg: StudyConfig, url: str | None = None):

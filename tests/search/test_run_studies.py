@@ -22,7 +22,6 @@ def test_plan_budget_left_and_skip(tmp_path, monkeypatch):
         (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(repo / f, tmp_path / f)
     monkeypatch.setattr(run_studies, "REPO", tmp_path)
-    monkeypatch.setenv("PYTHONPATH", str(repo))  # the `mincap summary` it runs imports this checkout
     first, second = run_studies.STUDIES[:2]
     cfg = load_study_file(tmp_path / first)
     study = open_study(cfg)  # 10 minutes of trials already run, in two overlapping intervals
