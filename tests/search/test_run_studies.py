@@ -38,4 +38,5 @@ def test_plan_budget_left_and_skip(tmp_path, monkeypatch):
     assert rows[1]["summary"] and rows[1]["used_s"] == 0.0
     assert len(run_studies.STUDIES) == 9 + 7 and all((repo / f).is_file() for f in run_studies.STUDIES)
     assert run_studies.plan([first, second], ["ladder"]) == []  # --group: only that group's studies
+    assert {r["group"] for r in rows} == {"capacity"} and run_studies.SUMMARY_ARGS["ladder"] == ["--replicates", "3"]
     assert [r["file"] for r in run_studies.plan([first, second], ["capacity"])] == [first, second]
