@@ -16,7 +16,10 @@ For each study:
   cut short (a reboot, Ctrl-C) resumes where it stopped instead of starting the budget again;
 - then `mincap summary STUDY --save` writes the summary (the chosen network's test accuracy
   measured once; on a random-label set that is chance, by design); for a ladder rung with
-  `--replicates 3`: its chosen configuration retrained with 3 more seeds, validation only.
+  `--replicates 3`: its chosen configuration retrained with 3 more seeds, validation only, and
+  before it the prequential-switch code of its training labels (`mincap entropy`, cached; kept in
+  studies/info/entropy-<dataset>-prequential-switch.json), so the summary holds the same estimator
+  for every rung.
 
 Last, unless `--no-report`, `mincap plot` regenerates the ladder figure and studies/RESULTS.md
 (whose issue-17 section, `mincap.results.theory`, draws studies/capacity.png and
@@ -32,6 +35,7 @@ two searches do not share (and halve) a core:
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -52,6 +56,9 @@ STUDIES = [f for group in GROUPS.values() for f in group]
 # Issue 16: each placed ladder rung's chosen configuration is retrained with 3 more seeds
 # (validation only) so the figure and table say how many reach the target; time outside the budget.
 SUMMARY_ARGS = {"ladder": ["--replicates", "3"]}
+# Issue 16: one information estimator for every rung, coded before the rung's summary so that the
+# summary holds it (`mincap entropy` caches it); its JSON is kept in studies/info for the record.
+ENTROPY = {"ladder": "prequential-switch"}
 MIN_LEFT_S = 60.0  # less than this left of a budget: the study counts as run
 REPORT = ["plot", "--from-json", "studies/history", "--from-json", "studies/ladder", "--artifacts", "studies/artifacts",
           "--estimator", "prequential", "-o", "studies/ladder.png", "--report", "studies/RESULTS.md"]
@@ -70,6 +77,17 @@ def used_s(study_file: str) -> float:
     if cfg.storage.url or not (cfg.folder / f"{cfg.study.name}.db").is_file():
         return 0.0
     return search_wall_s(open_study(cfg, create=False).trials)
+
+
+def entropy_record(dataset: str, estimator: str) -> Path:
+    """`studies/info/entropy-<dataset>-<estimator>.json`: the estimate, computed (or read from the
+    cache) by `mincap entropy`; kept when already there."""
+    out = REPO / "studies" / "info" / f"entropy-{dataset}-{estimator}.json"
+    if not out.is_file():
+        text = mincap("entropy", dataset, "--estimator", estimator, "--json", capture=True).stdout
+        json.loads(text)  # a JSON list, or the run failed: never keep half a file
+        out.write_text(text)
+    return out
 
 
 def plan(only: list[str] | None = None, groups: list[str] | None = None) -> list[dict]:
@@ -105,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if r["left_s"] >= MIN_LEFT_S:
             mincap("search", r["file"], "--timeout", f"{r['left_s']:.0f}s", "--no-progress")
+        if r["group"] in ENTROPY:
+            entropy_record(load_study_file(REPO / r["file"]).study.dataset, ENTROPY[r["group"]])
         mincap("summary", r["file"], "--save", *SUMMARY_ARGS.get(r["group"], []))
     if not args.no_report:
         mincap(*REPORT)

@@ -2,10 +2,13 @@
 
 import datetime as dt
 import importlib.util
+import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import optuna
+import pytest
 
 from mincap.search.storage import open_study
 from mincap.study import load_study_file
@@ -40,3 +43,25 @@ def test_plan_budget_left_and_skip(tmp_path, monkeypatch):
     assert run_studies.plan([first, second], ["ladder"]) == []  # --group: only that group's studies
     assert {r["group"] for r in rows} == {"capacity"} and run_studies.SUMMARY_ARGS["ladder"] == ["--replicates", "3"]
     assert [r["file"] for r in run_studies.plan([first, second], ["capacity"])] == [first, second]
+
+
+def test_entropy_record_writes_once_and_never_half_a_file(tmp_path, monkeypatch):
+    calls = []
+
+    def fake(*args, capture=False):
+        calls.append(args)
+        return subprocess.CompletedProcess(args, 0, stdout=out[0])
+
+    (tmp_path / "studies" / "info").mkdir(parents=True)
+    monkeypatch.setattr(run_studies, "REPO", tmp_path)
+    monkeypatch.setattr(run_studies, "mincap", fake)
+    out = ['not json: the estimator failed']
+    with pytest.raises(json.JSONDecodeError):
+        run_studies.entropy_record("digits", "prequential-switch")
+    assert not list((tmp_path / "studies" / "info").iterdir())
+    out = ['[{"dataset": "digits", "estimator": "prequential-switch", "bits_total": 123.0}]']
+    p = run_studies.entropy_record("digits", "prequential-switch")
+    assert p.name == "entropy-digits-prequential-switch.json" and json.loads(p.read_text())[0]["bits_total"] == 123.0
+    run_studies.entropy_record("digits", "prequential-switch")  # already there: not computed again
+    assert calls == [("entropy", "digits", "--estimator", "prequential-switch", "--json")] * 2
+    assert run_studies.ENTROPY == {"ladder": "prequential-switch"}
