@@ -60,7 +60,7 @@ SUMMARY_ARGS = {"ladder": ["--replicates", "3"]}
 # summary holds it (`mincap entropy` caches it); its JSON is kept in studies/info for the record.
 ENTROPY = {"ladder": "prequential-switch"}
 MIN_LEFT_S = 60.0  # less than this left of a budget: the study counts as run
-REPORT = ["plot", "--from-json", "studies/history", "--from-json", "studies/ladder", "--artifacts", "studies/artifacts",
+REPORT = ["plot", "--from-json", "studies", "--from-json", "studies/ladder", "--artifacts", "studies/artifacts",
           "--estimator", "prequential", "-o", "studies/ladder.png", "--report", "studies/RESULTS.md"]
 
 

@@ -57,7 +57,7 @@ def add_info(sub) -> None:
     g.add_argument("--no-progress", action="store_true")
     g = p.add_argument_group("--ladder: the chosen network of every committed summary")
     g.add_argument("--ladder", nargs="*", default=None, metavar="SUMMARY.json",
-                   help="summaries (default: studies/, studies/history/, studies/ladder/ *.summary.json)")
+                   help="summaries (default: studies/, studies/ladder/ *.summary.json)")
     g.add_argument("--section", default="studies/info/README.md", help="markdown file the table goes into")
     p.set_defaults(func=_cmd_info)
 
@@ -128,7 +128,8 @@ def _ladder(args) -> int:
     from mincap.info.ladder import ladder_rows
     from mincap.info.ladder_table import section_markdown, write_section
 
-    files = args.ladder or [f for d in ("studies", "studies/history", "studies/ladder")
+    # The rungs of `mincap plot`'s ladder: the default study (studies/) and studies/ladder/.
+    files = args.ladder or [f for d in ("studies", "studies/ladder")
                             for f in sorted(glob.glob(f"{d}/*.summary.json"))]
     if not files:
         raise MincapError("info --ladder: no summaries found")

@@ -67,6 +67,8 @@ Y_LABEL = "smallest network found (an upper bound on the minimum): bits of its .
 # How each prequential estimator's code is drawn beside a rung.
 CODE_MARKERS = {"prequential": "o", "prequential-switch": "^"}
 
+FILE_SHIFT = 1.08  # a file's marker sits at 1.08 X (log axis): beside, not on, the study's point
+
 
 def pareto_path(output: str | Path) -> Path:
     """Where the second figure goes: FILE.png -> FILE-pareto.png."""
@@ -240,11 +242,13 @@ def draw_ladder(info: LadderInfo, estimator: str) -> Figure:
             _two_part(ax, p["x"], p["y"], p["two_part"], color, label_items)
     for f in info.files:
         color = colors.get(f["dataset"], "black")
-        ax.plot([f["x"]], [f["y"]], marker="s", ms=8, color=color, mec="black", mew=1.0, zorder=5)
-        label_items.append((f["x"], f["y"], f"{f['file']} (mincap train): {fmt_bits_unit(f['y'])}\n"
+        # Just right of the rung's X: a file within a few % of the study's choice would hide its point.
+        fx = f["x"] * FILE_SHIFT
+        ax.plot([fx], [f["y"]], marker="s", ms=8, color=color, mec="black", mew=1.0, zorder=5)
+        label_items.append((fx, f["y"], f"{f['file']} (mincap train): {fmt_bits_unit(f['y'])}\n"
                             f"val {fmt_acc(f['val_acc'])} · test {fmt_acc(f['test_acc'])}", color, +1))
         if f.get("two_part"):
-            _two_part(ax, f["x"], f["y"], f["two_part"], color, label_items)
+            _two_part(ax, fx, f["y"], f["two_part"], color, label_items)
     _legend(ax, info)
     ax.set_xlabel(f"{X_LABELS.get(estimator, 'bits')}  (mincap entropy --estimator {estimator})", fontsize=9)
     ax.set_ylabel(Y_LABEL, fontsize=9)
@@ -257,7 +261,7 @@ def draw_ladder(info: LadderInfo, estimator: str) -> Figure:
     fig.tight_layout(rect=(0, 0.03 if skipped else 0, 1, 1))
     _place_labels(fig, ax, label_items)
     avoid = [(p["x"], p["y"]) for p in points] + [(p["x"], b) for p in points for b in p["codes"].values()]
-    avoid += [(p["x"], p["two_part"]) for p in points if p.get("two_part")] + [(f["x"], f["y"]) for f in info.files]
+    avoid += [(p["x"], p["two_part"]) for p in points if p.get("two_part")] + [(f["x"] * FILE_SHIFT, f["y"]) for f in info.files]
     avoid += [(mnist_x, b) for _, b in ANCHORS] if mnist_x else []
     on_diagonal = ("y = x: network bits = estimate (hollow markers on it: each rung's code of this estimator)"
                    if estimator in CODE_MARKERS else "y = x: network bits = estimate")
@@ -281,7 +285,7 @@ def _legend(ax, info: LadderInfo) -> None:
     kw = {"ls": "none", "color": "0.3"}
     ax.plot([], [], marker="o", ms=7, label="smallest network a study found (validation ≥ target)", **kw)
     if info.files:
-        ax.plot([], [], marker="s", ms=7, mec="black", label="network from a documented mincap train command", **kw)
+        ax.plot([], [], marker="s", ms=7, mec="black", label="network from a documented mincap train command (drawn just right of its rung's X)", **kw)
     if any(p.get("two_part") for p in info.points) or any(f.get("two_part") for f in info.files):
         ax.plot([], [], marker="s", ms=6, mfc="white", label="two-part code: file + training labels coded with it",
                 **kw)

@@ -328,7 +328,8 @@ def pareto_info(rung: dict[str, Any]) -> ParetoInfo:
 
 
 def spec_short(spec_json: str | None, bits_per_layer=None) -> str:
-    """A compact spec: conv blocks as channels x kernel (/p2 = 2x2 pool), head, hidden, bits per layer."""
+    """A compact spec: conv blocks as channels x kernel (`sep`: depthwise-separable, /p2 = 2x2 pool),
+    head, hidden, bits per layer (a separable block has two: depthwise, then 1x1)."""
     if not spec_json:
         return "-"
     try:
@@ -339,7 +340,8 @@ def spec_short(spec_json: str | None, bits_per_layer=None) -> str:
     convs = d.get("convs") or []
     if convs:
         parts.append("conv " + " ".join(
-            f"{c[0]}x{c[1]}" + (f"s{c[2]}" if c[2] != 1 else "") + (f"/p{c[3]}" if c[3] > 1 else "")
+            f"{c[0]}x{c[1]}" + ("sep" if c[5:6] == [1] else "") + (f"s{c[2]}" if c[2] != 1 else "")
+            + (f"/p{c[3]}" if c[3] > 1 else "")
             for c in convs))
     if d.get("family") == "cnn" and convs:
         parts.append(d.get("head", "flatten"))

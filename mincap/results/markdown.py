@@ -137,7 +137,8 @@ def report_markdown(rungs: list[dict[str, Any]], *, figure: str | Path, pareto: 
         except ValueError:
             return str(p)
 
-    machines = sorted({r["machine"] for r in rungs if r.get("machine")})
+    # A summary resumed on another machine build records "a; b": list each machine once.
+    machines = sorted({m for r in rungs if r.get("machine") for m in r["machine"].split("; ")})
     if machine:
         machine_txt = machine
     elif machines:

@@ -130,7 +130,8 @@ def test_axes_say_they_are_bounds_and_mackay_is_drawn_at_the_files_width(summari
     assert any("two-part" in t for t in legend) and any("mincap train" in t for t in legend)
     # the two-part codes, the switching code and the file's network are drawn where their data say
     drawn = {(round(float(x)), round(float(y))) for ln in ax.get_lines() for x, y in ln.get_xydata()}
-    assert {(7163, 19500), (7163, 4100), (7163, 9000), (7163, 15000)} <= drawn
+    fx = round(7163 * figures.FILE_SHIFT)  # a file is drawn just right of its rung's X
+    assert {(7163, 19500), (7163, 4100), (fx, 9000), (fx, 15000)} <= drawn
     # the replicate bar spans the seeds' bits, in the rung's colour
     bar = [ln for ln in ax.get_lines() if list(ln.get_ydata()) == [13800.0, 14600.0]]
     assert bar and np.allclose(to_rgb(bar[0].get_color()), to_rgb(figures.RUNG_COLORS[0]))
@@ -139,4 +140,4 @@ def test_axes_say_they_are_bounds_and_mackay_is_drawn_at_the_files_width(summari
     fig.savefig(tmp_path / "f.png")
     img = _pixels(tmp_path / "f.png")
     f = info.files[0]
-    assert np.allclose(_marker_rgb(fig, img, f["x"], f["y"]), to_rgb(figures.RUNG_COLORS[0]), atol=0.02)
+    assert np.allclose(_marker_rgb(fig, img, f["x"] * figures.FILE_SHIFT, f["y"]), to_rgb(figures.RUNG_COLORS[0]), atol=0.02)

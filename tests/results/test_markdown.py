@@ -1,5 +1,6 @@
 """mincap.results.markdown: the report (studies/RESULTS.md) from summary JSON files."""
 
+import json
 from pathlib import Path
 
 from mincap.cli import main
@@ -56,7 +57,7 @@ def test_committed_results_regenerate_from_the_committed_summaries(tmp_path):
     """studies/RESULTS.md's tables are what `mincap plot --from-json` makes of the committed summaries."""
     committed = (STUDIES / "RESULTS.md").read_text()
     md = tmp_path / "RESULTS.md"
-    rc = main(["plot", "--from-json", str(STUDIES / "history"), "--from-json", str(STUDIES / "ladder"), "--no-compute",
+    rc = main(["plot", "--from-json", str(STUDIES), "--from-json", str(STUDIES / "ladder"), "--no-compute",
                "--artifacts", str(STUDIES / "artifacts"), "-o", str(tmp_path / "ladder.png"), "--report", str(md)])
     assert rc == 0
 
@@ -65,3 +66,15 @@ def test_committed_results_regenerate_from_the_committed_summaries(tmp_path):
 
     assert tables(md.read_text()) == tables(committed)
     assert (tmp_path / "ladder.png").stat().st_size > 10_000
+
+
+def test_each_machine_listed_once(fakes, run_plot):
+    """A summary resumed on another machine build records "a; b"; the report lists each machine once."""
+    tmp, paths = fakes
+    s = json.loads(paths[0].read_text())
+    s["machine"] = "test box, 2 cores; other box"
+    paths[0].write_text(json.dumps(s))
+    md = tmp / "RESULTS.md"
+    run_plot(tmp, paths, "ladder", "--report", str(md))
+    line = next(x for x in md.read_text().splitlines() if x.startswith("- **Machine**"))
+    assert line == "- **Machine**: other box; test box, 2 cores (recorded when the summaries were written)."

@@ -67,11 +67,11 @@ def test_readme_plot_commands_on_a_fresh_clone_lose_nothing(tmp_path, monkeypatc
 
     monkeypatch.setattr(summary, "final_test_accuracy", no_test_set)
     committed = {p: json.loads(p.read_text()) for p in sorted(Path("studies").rglob("*.summary.json"))}
-    # The eight rungs the README's commands read (history/, ladder/); other summaries beside them
-    # (the default study's, studies/mnist-99.summary.json) must come through untouched too.
-    assert len([p for p in committed if p.parent.name in ("history", "ladder")]) == 8
+    # The eight rungs the README's commands read (the default study's studies/mnist-99.summary.json,
+    # ladder/); other summaries (history/, capacity/, locality/) must come through untouched too.
+    assert len([p for p in committed if p.parent.name in ("studies", "ladder")]) == 8
     files = load_artifacts(["studies/artifacts"])
-    expected = ladder.ladder_info(ladder.load_rungs([], ["studies/history", "studies/ladder"]), "prequential",
+    expected = ladder.ladder_info(ladder.load_rungs([], ["studies", "studies/ladder"]), "prequential",
                                   compute=False, artifacts=files)
     # What the committed figure shows: the 99% files (sep16-99, sep20-99), not the 98.94% one.
     assert len(expected.points) == 5 and len(expected.files) == 2 and len(files) == 3
