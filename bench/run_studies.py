@@ -100,7 +100,7 @@ def plan(only: list[str] | None = None, groups: list[str] | None = None) -> list
         done = (REPO / f).with_name(Path(f).stem + ".summary.json").is_file()
         used = 0.0 if done else used_s(f)
         budget = cfg.budget.timeout_s
-        rows.append({"file": f, "group": group, "budget_s": budget, "used_s": used, "left_s": max(0.0, budget - used),
+        rows.append({"file": f, "group": group, "dataset": cfg.study.dataset, "budget_s": budget, "used_s": used, "left_s": max(0.0, budget - used),
                      "summary": done})
     return rows
 
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         if r["left_s"] >= MIN_LEFT_S:
             mincap("search", r["file"], "--timeout", f"{r['left_s']:.0f}s", "--no-progress")
         if r["group"] in ENTROPY:
-            entropy_record(load_study_file(REPO / r["file"]).study.dataset, ENTROPY[r["group"]])
+            entropy_record(r["dataset"], ENTROPY[r["group"]])
         mincap("summary", r["file"], "--save", *SUMMARY_ARGS.get(r["group"], []))
     if not args.no_report:
         mincap(*REPORT)

@@ -146,7 +146,7 @@ def encode(spec: Spec, layers: list[LayerCodes]) -> bytes:
         if lay.bits and tuple(lay.codes.shape) != shape:
             raise ValueError(f"artifact: codes shape {tuple(lay.codes.shape)} != {shape}")
         sym = _symbols(lay) if lay.bits else None
-        coded.append((lay.bits, lay.symmetric, sym, code_options(sym)) if lay.bits else None)
+        coded.append(None if sym is None else (lay.bits, lay.symmetric, sym, code_options(sym)))
     misreads = any(_v3_misreads(lay) for lay in layers)
     shared = {} if misreads else share_tables(coded)
     version = 4 if shared else _version(spec, layers)

@@ -240,10 +240,10 @@ def draw_ladder(info: LadderInfo, estimator: str) -> Figure:
         label_items.append((p["x"], p["y"], text, color, +1))
         if p.get("two_part"):
             _two_part(ax, p["x"], p["y"], p["two_part"], color, label_items)
-    for f in info.files:
+    # Just right of the rung's X: a file within a few % of the study's choice would hide its point.
+    file_xs = [f["x"] * FILE_SHIFT for f in info.files]
+    for f, fx in zip(info.files, file_xs):
         color = colors.get(f["dataset"], "black")
-        # Just right of the rung's X: a file within a few % of the study's choice would hide its point.
-        fx = f["x"] * FILE_SHIFT
         ax.plot([fx], [f["y"]], marker="s", ms=8, color=color, mec="black", mew=1.0, zorder=5)
         label_items.append((fx, f["y"], f"{f['file']} (mincap train): {fmt_bits_unit(f['y'])}\n"
                             f"val {fmt_acc(f['val_acc'])} · test {fmt_acc(f['test_acc'])}", color, +1))
@@ -261,7 +261,7 @@ def draw_ladder(info: LadderInfo, estimator: str) -> Figure:
     fig.tight_layout(rect=(0, 0.03 if skipped else 0, 1, 1))
     _place_labels(fig, ax, label_items)
     avoid = [(p["x"], p["y"]) for p in points] + [(p["x"], b) for p in points for b in p["codes"].values()]
-    avoid += [(p["x"], p["two_part"]) for p in points if p.get("two_part")] + [(f["x"] * FILE_SHIFT, f["y"]) for f in info.files]
+    avoid += [(p["x"], p["two_part"]) for p in points if p.get("two_part")] + [(fx, f["y"]) for f, fx in zip(info.files, file_xs)]
     avoid += [(mnist_x, b) for _, b in ANCHORS] if mnist_x else []
     on_diagonal = ("y = x: network bits = estimate (hollow markers on it: each rung's code of this estimator)"
                    if estimator in CODE_MARKERS else "y = x: network bits = estimate")

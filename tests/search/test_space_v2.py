@@ -81,7 +81,7 @@ def test_default_seed_presets_are_small_gap_cnns_the_space_reproduces(seed):
     preset, recipe, _ = seed_settings(seed, cfg.seed_recipe)
     want = PRESETS[preset]
     assert spec.convs == want.convs and spec.head == "gap" and not spec.hidden
-    assert comp.prune_ratio == 0.0 and set(comp.bits_per_layer) == ({3} if "bits=3" in seed else {4})
+    assert comp.prune_ratio == 0.0 and set(comp.bits_per_layer) == {recipe.bits}
     # The measured recipe (studies/mnist-99.toml [seed_recipe]): 50 epochs, 12 quantization-aware;
     # a seed of its own recipe (sep-1.8k@epochs=80) trains longer, QAT the same fraction.
     assert (train_cfg.batch_size, comp.per_channel) == (256, False)
