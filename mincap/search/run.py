@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import signal
+import socket
 import sys
 import threading
 import time
@@ -33,8 +34,8 @@ from mincap.search.storage import artifact_store, open_study
 from mincap.study import StudyConfig
 from mincap.train import available_cores, pick_device, setup_threads
 
-__all__ = ["GPU_GROUP", "SearchOptions", "enqueue_seeds", "group_size", "run_search", "run_worker",
-           "split_trials"]
+__all__ = ["GPU_GROUP", "STOP_GRACE_S", "SearchOptions", "enqueue_seeds", "fail_trials_of", "group_size",
+           "run_search", "run_worker", "split_trials", "stop_processes"]
 
 GPU_GROUP = 8  # trials per batched group on CUDA when not given
 
@@ -152,12 +153,50 @@ def _run_processes(cfg: StudyConfig, opts: SearchOptions, total: int | None, thr
             # Ctrl-C reached the whole process group; a SIGTERM only this process.
             if isinstance(stop, Terminated) and p.is_alive():
                 p.terminate()
-        for p in procs:
-            p.join(timeout=30)
+        killed = stop_processes(procs, grace_s=STOP_GRACE_S)
+        if killed:
+            fail_trials_of(open_study(cfg, url=opts.storage_url), killed,
+                           f"its worker did not stop within {STOP_GRACE_S:.0f} s of the signal and was killed")
         raise
     bad = [p.exitcode for p in procs if p.exitcode not in (0, None)]
     if bad:
         raise MincapError(f"{len(bad)} worker process(es) exited abnormally (codes {bad})", exit_code=1)
+
+
+STOP_GRACE_S = 30.0  # how long a signalled worker may take to fail its trial and exit
+
+
+def stop_processes(procs, *, grace_s: float) -> list[int]:
+    """Wait up to `grace_s` for the processes, then kill the ones still alive; returns their pids.
+
+    A worker caught by the signal inside a database write can block on the lock its own
+    interrupted connection holds (SQLite waits its busy timeout, 120 s by default): without a
+    kill, the parent's exit would wait on it, since multiprocessing joins children at exit.
+    """
+    end = time.monotonic() + grace_s
+    for p in procs:
+        p.join(timeout=max(0.0, end - time.monotonic()))
+    killed = [p.pid for p in procs if p.is_alive()]
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+            p.join(timeout=10)
+    return killed
+
+
+def fail_trials_of(study, pids: list[int], reason: str) -> list[int]:
+    """Mark FAIL the RUNNING trials that worker processes `pids` of this machine were running.
+
+    Trials record who runs them (`worker` = host:pid); other machines' and commands' trials
+    are left alone. Returns the trial numbers failed."""
+    owners = {f"{socket.gethostname()}:{pid}" for pid in pids}
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if t.user_attrs.get("worker") in owners:
+            study._storage.set_trial_user_attr(t._trial_id, "fail_reason", reason)
+            study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+            failed.append(t.number)
+    return failed
 
 
 def _n_started_of(trials) -> int:

@@ -278,3 +278,38 @@ def test_seed_preset_reproduces_its_architecture(preset):
     want = PRESETS[preset]
     assert spec.convs == want.convs and spec.hidden == want.hidden and spec.head == want.head
     assert train_cfg.epochs == (cfg.seed_recipe.epochs or cfg.space.epochs[1]) and set(comp.bits_per_layer) == {4}
+
+
+def _ignore_sigterm_and_sleep(ready):  # pragma: no cover - child process
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    ready.set()
+    time.sleep(60)
+
+
+def test_a_worker_that_does_not_stop_is_killed_after_the_grace_period():
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    ready = ctx.Event()
+    p = ctx.Process(target=_ignore_sigterm_and_sleep, args=(ready,))
+    p.start()
+    assert ready.wait(60)  # the child ignores SIGTERM from now on
+    p.terminate()
+    t0 = time.monotonic()
+    assert search_run.stop_processes([p], grace_s=1.0) == [p.pid]
+    assert not p.is_alive() and time.monotonic() - t0 < 15
+
+
+def test_the_killed_workers_running_trials_are_failed_and_only_theirs():
+    import socket
+
+    study = optuna.create_study()
+    mine, other, done = study.ask(), study.ask(), study.ask()
+    mine.set_user_attr("worker", f"{socket.gethostname()}:4242")
+    other.set_user_attr("worker", f"{socket.gethostname()}:4243")
+    done.set_user_attr("worker", f"{socket.gethostname()}:4242")
+    study.tell(done, 1.0)
+    assert search_run.fail_trials_of(study, [4242], "killed") == [mine.number]
+    states = {t.number: t.state.name for t in study.get_trials()}
+    assert states == {mine.number: "FAIL", other.number: "RUNNING", done.number: "COMPLETE"}
+    assert study.get_trials()[mine.number].user_attrs["fail_reason"] == "killed"
