@@ -56,7 +56,12 @@ def is_journal(url: str) -> bool:
 def search_wall_s(trials) -> float:
     """Wall time spent searching, over all `mincap search` runs and workers: the union of the
     trials' intervals (a budget in the study file says nothing about how often it was run)."""
-    spans = sorted((t.datetime_start, t.datetime_complete) for t in trials if t.datetime_start and t.datetime_complete)
+    timed = [t for t in trials if t.datetime_start and t.datetime_complete]
+    # A trial failed as stale (its worker killed, found by a later run) completes when it is
+    # found, maybe a day later: its span is capped at the longest trial that ended by itself.
+    cap = max(((t.datetime_complete - t.datetime_start) for t in timed if t.state.name != "FAIL"), default=None)
+    spans = sorted((t.datetime_start, t.datetime_complete if cap is None or t.state.name != "FAIL"
+                    else min(t.datetime_complete, t.datetime_start + cap)) for t in timed)
     wall, end = 0.0, None
     for a, b in spans:
         if end is None or a > end:

@@ -72,3 +72,14 @@ def test_pruned_and_interrupted_trials_show_their_reason():
     for line in ("│     0 │ " + deadline, "│     1 │ early stop at epoch 5 ", "│     2 │ early stop at epoch 4 (val 33.52%)"):
         assert line in pruned, line
     assert "│     3 │ interrupted by the user (SIGTERM)" in text[text.index("failed trials"):]
+
+
+def test_a_trial_failed_as_stale_a_day_later_counts_at_most_the_longest_trial():
+    from mincap.search.storage import search_wall_s
+
+    study = _study([(0, 10, 1, 0.5), (10, 25, 1, 0.5)])
+    killed = optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL)
+    t0 = dt.datetime(2026, 1, 1)
+    killed.datetime_start, killed.datetime_complete = t0 + dt.timedelta(seconds=25), t0 + dt.timedelta(days=1)
+    study.add_trial(killed)
+    assert search_wall_s(study.get_trials()) == 25.0 + 15.0  # capped at the 15 s of the longest trial

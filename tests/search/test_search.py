@@ -313,3 +313,28 @@ def test_the_killed_workers_running_trials_are_failed_and_only_theirs():
     states = {t.number: t.state.name for t in study.get_trials()}
     assert states == {mine.number: "FAIL", other.number: "RUNNING", done.number: "COMPLETE"}
     assert study.get_trials()[mine.number].user_attrs["fail_reason"] == "killed"
+
+
+def test_the_trial_budget_counts_networks_not_draws_that_are_none():
+    from mincap.errors import MincapError
+
+    def objective(trial):
+        if trial.suggest_int("x", 0, 1) == 0 or trial.number < 5:
+            trial.set_user_attr("stop_reason", "not a network: spec: conv block 3 leaves no pixels")
+            raise optuna.TrialPruned()
+        return 1.0
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    budget = search_run.NetworkBudget(3)
+    study.optimize(objective, callbacks=[budget])
+    states = [t.state.name for t in study.get_trials()]
+    assert states.count("COMPLETE") == 3 and states.count("PRUNED") >= 5 and budget.networks == 3
+
+    def never_a_network(trial):
+        trial.set_user_attr("stop_reason", "not a network: spec: conv block 1 leaves no pixels")
+        raise optuna.TrialPruned()
+
+    never = optuna.create_study()
+    with pytest.raises(MincapError, match="4 draws in a row were not networks"):
+        never.optimize(never_a_network, callbacks=[search_run.NetworkBudget(3, max_invalid_run=4)])
+    assert len(never.get_trials()) == 4
