@@ -84,6 +84,8 @@ from mincap.codecs import (
     layer_shapes,
     nibble_table,
     pack_bits,
+    pack_fields,
+    read_fields,
     read_spec,
     read_symbols,
     share_tables,
@@ -98,7 +100,7 @@ from mincap.quant import code_range, quant_layers
 __all__ = ["MAGIC", "SEPARABLE", "VERSION", "CompactSide", "Decoded", "LayerCodes", "decode", "encode", "layer_shapes", "read", "write"]
 
 MAGIC = b"MC"
-VERSION = 4  # the newest this decoder reads; a file is written at the lowest version that holds it
+VERSION = 5  # the newest this decoder reads; a file is written at the lowest version that holds it
 METHODS = CODE_METHODS  # the two method bits of a layer byte
 
 
@@ -152,7 +154,46 @@ def encode(spec: Spec, layers: list[LayerCodes]) -> bytes:
     version = 4 if shared else _version(spec, layers)
     if version >= 3 and misreads:
         raise ValueError("artifact: a symmetric per-layer-scale layer must be compact in a version-3 file")
+    best = _write(spec, shapes, layers, coded, shared, version)
+    width = None if misreads else _bias_width(layers)
+    if width is not None:  # version 5 packs the side at its widths: kept only where it is shorter
+        methods = [lay.method for lay in layers]
+        packed = _write(spec, shapes, layers, coded, shared, 5, width)
+        if len(packed) < len(best):
+            return packed
+        for lay, m in zip(layers, methods):
+            lay.method = m
+    return best
+
+
+def _bias_width(layers: list[LayerCodes]) -> int | None:
+    """The one bias width (2..8 bits) of a version-5 file, or None when no layer is compact or a
+    bias code needs 9 bits (-128, outside the symmetric int8 range)."""
+    compact = [lay for lay in layers if lay.bits and lay.compact]
+    if not compact:
+        return None
+    m = max((int(np.abs(lay.side.bias_k.astype(np.int64)).max(initial=0)) for lay in compact if lay.side.has_bias),
+            default=0)
+    w = max(2, m.bit_length() + 1)
+    return w if w <= 8 else None
+
+
+def _common_shift(k: np.ndarray) -> int:
+    """The largest s <= 7 such that every exponent is a multiple of 2^s (0 for no exponents)."""
+    nz = k[k != 0].astype(np.int64)
+    if nz.size == 0:
+        return 0
+    s = 0
+    while s < 7 and not np.any(nz & ((1 << (s + 1)) - 1)):
+        s += 1
+    return s
+
+
+def _write(spec: Spec, shapes, layers: list[LayerCodes], coded, shared, version: int,
+           bias_width: int | None = None) -> bytes:
     out = bytearray(MAGIC) + bytes([version]) + spec_bytes(spec)
+    if version >= 5:
+        out.append(bias_width)
     ans_jobs = []
     tables_sent: set = set()
     for i, ((shape, n_out), layer) in enumerate(zip(shapes, layers)):
@@ -175,11 +216,26 @@ def encode(spec: Spec, layers: list[LayerCodes]) -> bytes:
                 raise ValueError("artifact: a symmetric per-channel layer needs CompactSide scales/biases")
             out += np.asarray(sd.scale_base, dtype="<f2").tobytes()
             if layer.per_channel:
-                out += np.asarray(sd.scale_k, dtype=np.uint8).reshape(n_out).tobytes()
+                if version < 5:
+                    out += np.asarray(sd.scale_k, dtype=np.uint8).reshape(n_out).tobytes()
             elif np.any(np.asarray(sd.scale_k) != 0):
                 raise ValueError("artifact: a per-layer compact scale is its float16 base (scale_k 0)")
-            out += np.asarray(sd.bias_step, dtype="<f2").tobytes()
-            if version < 3 or sd.has_bias:
+            if version >= 5:  # exponents >> shift at kw bits, biases + lim at the file's width: one run
+                fields = []
+                if layer.per_channel:
+                    k = np.asarray(sd.scale_k, dtype=np.int64).reshape(n_out)
+                    shift = _common_shift(k)
+                    kw = int((k >> shift).max(initial=0)).bit_length()
+                    out.append(kw | shift << 4)
+                    fields.append((k >> shift, kw))
+                out += np.asarray(sd.bias_step, dtype="<f2").tobytes()
+                if sd.has_bias:
+                    lim = (1 << (bias_width - 1)) - 1
+                    fields.append((np.asarray(sd.bias_k, dtype=np.int64).reshape(n_out) + lim, bias_width))
+                out += pack_fields(fields)
+            else:
+                out += np.asarray(sd.bias_step, dtype="<f2").tobytes()
+            if version < 3 or (version < 5 and sd.has_bias):
                 out += np.asarray(sd.bias_k, dtype=np.int8).reshape(n_out).tobytes()
         else:
             out += np.asarray(layer.scale, dtype="<f2").reshape(n_scale).tobytes()
@@ -255,7 +311,10 @@ def _decode_body(data: bytes) -> Decoded:
     r = Reader(data, 3, end)
     version = data[2]
     spec = read_spec(r, version)
-    spec_bits = 8 * (r.pos - 3)
+    bias_width = r.byte() if version >= 5 else 8
+    if not 2 <= bias_width <= 8:
+        raise MincapError("artifact: corrupt bias width")
+    spec_bits = 8 * (r.pos - 3)  # version 5: with the bias-width byte
     shapes = layer_shapes(spec)
     layers: list[LayerCodes] = []
     pending = []  # (layer index, shape, table, n) of ans layers
@@ -275,7 +334,10 @@ def _decode_body(data: bytes) -> Decoded:
                 raise MincapError("artifact: corrupt layer header")
             per_channel, symmetric, method = bool(head >> 4 & 1), bool(head >> 5 & 1), METHODS[head >> 6]
             n_scale = n_out if per_channel else 1
-            if symmetric and (per_channel or version >= 3):
+            if symmetric and version >= 5:
+                side, side_bits = _read_packed_side(r, per_channel, n_out, bias_width)
+                lay = LayerCodes(bits, side=side, per_channel=per_channel, symmetric=True, method=method)
+            elif symmetric and (per_channel or version >= 3):
                 base = r.array("<f2", 1)[0]
                 scale_k = r.array(np.uint8, n_out) if per_channel else np.zeros(1, dtype=np.uint8)
                 step = r.array("<f2", 1)[0]
@@ -336,6 +398,32 @@ def _decode_body(data: bytes) -> Decoded:
     model.eval()
     size = _size(spec, layers, len(data), spec_bits, ans_bits)
     return Decoded(spec, model, layers, size)
+
+
+def _read_packed_side(r: Reader, per_channel: bool, n_out: int, bias_width: int) -> tuple[CompactSide, tuple]:
+    """A version-5 compact side: base, [kw | shift << 4], step, then exponents and biases packed."""
+    start = r.pos
+    base = r.array("<f2", 1)[0]
+    kw = shift = 0
+    if per_channel:
+        b = r.byte()
+        kw, shift = b & 15, b >> 4
+        if kw > 8 or shift > 7:
+            raise MincapError("artifact: corrupt scale exponent width")
+    step = r.array("<f2", 1)[0]
+    has_bias = float(step) != 0.0
+    fields = ([(n_out, kw)] if per_channel else []) + ([(n_out, bias_width)] if has_bias else [])
+    vals = read_fields(r, fields)
+    scale_k = vals[0] << shift if per_channel else np.zeros(1, dtype=np.int64)
+    if scale_k.max(initial=0) > 255:
+        raise MincapError("artifact: corrupt scale exponent")
+    lim = (1 << (bias_width - 1)) - 1
+    bias_k = vals[-1] - lim if has_bias else np.zeros(n_out, dtype=np.int64)
+    if has_bias and vals[-1].max(initial=0) > 2 * lim:
+        raise MincapError("artifact: corrupt bias")
+    side = CompactSide(base, scale_k.astype(np.uint8), step, bias_k.astype(np.int8))
+    scale_bits = 16 + (8 + n_out * kw if per_channel else 0)
+    return side, (scale_bits, 8 * (r.pos - start) - scale_bits)
 
 
 def _size(spec: Spec, layers: list[LayerCodes], n_bytes: int, spec_bits: int, ans_bits: int) -> dict:

@@ -221,3 +221,126 @@ def test_verify_on_the_wrong_dataset_is_one_line_naming_the_fitting_ones(tmp_pat
     assert main(["verify", str(f), "--dataset", "mnist", "--data-dir", str(mnist_root)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "7x7 inputs and 10 classes" in err[0] and "--dataset (mnist-7)" in err[0], err
+
+
+# --- format version 5: the side information packed at its widths -------------------------------
+
+
+def _with_side_bits(layers, rng, side_bits):
+    for lay in layers:
+        n = lay.codes.shape[0]
+        lay.side = CompactSide.from_float(rng.uniform(0.2, 1, n), rng.normal(size=n), side_bits)
+    return layers
+
+
+@pytest.mark.parametrize("side_bits", [2, 4, 5, 6, 7, 8])
+def test_fewer_side_bits_keep_biases_in_range_and_exponents_on_their_grid(side_bits):
+    from mincap.codecs import side_shift
+
+    rng = np.random.default_rng(side_bits)
+    scale, bias = rng.uniform(0.01, 1, 300), rng.normal(size=300)  # 6.6 octaves: inside the 2^8 range
+    side = CompactSide.from_float(scale, bias, side_bits)
+    lim = 2 ** (side_bits - 1) - 1
+    assert np.abs(side.bias_k.astype(int)).max() == lim  # the largest bias takes the top code
+    assert np.all(side.scale_k.astype(int) % 2 ** side_shift(side_bits) == 0)
+    # the error of a scale is at most half a grid step (in log2: grid / 64), of a bias half a bias step
+    grid = 2 ** side_shift(side_bits)
+    assert np.abs(np.log2(side.scale() / scale)).max() <= grid / 64 + 1e-3
+    assert np.abs(side.bias() - bias).max() <= float(side.bias_step) / 2 + 1e-6
+    with pytest.raises(ValueError, match="side_bits"):
+        CompactSide.from_float(scale, bias, 1)
+
+
+def test_version_5_roundtrips_and_saves_more_at_fewer_side_bits():
+    from mincap.codecs import spec_bytes
+
+    sizes = {}
+    for side_bits in (8, 7, 6, 5, 4):
+        rng = np.random.default_rng(11)
+        layers = _with_side_bits(_layers(SPEC, 4, rng), rng, side_bits)
+        data, dec = _check_roundtrip(SPEC, layers)
+        sizes[side_bits] = len(data)
+        if side_bits < 8:
+            assert data[2] == 5 and data[3 + len(spec_bytes(SPEC))] == side_bits  # the version; the bias width
+        np.testing.assert_array_equal(np.concatenate([d.side.bias_k for d in dec.layers]),
+                                      np.concatenate([lay.side.bias_k for lay in layers]))
+    assert sizes[8] >= sizes[7] > sizes[6] > sizes[5] > sizes[4]
+    # per layer, about (8 - B) bits per bias and per exponent saved, less a byte of widths
+    n_out = sum(n for _, n in layer_shapes(SPEC))
+    assert 8 * (sizes[8] - sizes[4]) > n_out * (4 + 3) - 8 * len(layer_shapes(SPEC))
+
+
+def test_version_5_is_written_only_when_it_is_shorter():
+    rng = np.random.default_rng(12)
+    layers = _layers(SPEC, 4, rng)
+    for lay in layers:  # exponents spanning 0..255 and biases at +-127: nothing for packing to save
+        n = lay.codes.shape[0]
+        k = rng.integers(0, 256, n).astype(np.uint8)
+        k[0], k[1] = 255, 1
+        lay.side = CompactSide(np.float16(1.0), k, np.float16(0.01), np.clip(rng.integers(-127, 128, n), -127, 127)
+                               .astype(np.int8))
+        lay.side.bias_k[0] = 127
+    data, _ = _check_roundtrip(SPEC, layers)
+    assert data[2] < 5
+
+
+def test_an_int8_bias_of_minus_128_keeps_the_older_version():
+    rng = np.random.default_rng(13)
+    layers = _with_side_bits(_layers(SPEC, 4, rng), rng, 5)
+    layers[0].side.bias_k[0] = -128
+    data, dec = _check_roundtrip(SPEC, layers)
+    assert data[2] < 5 and dec.layers[0].side.bias_k[0] == -128
+
+
+def _recrc(body: bytes) -> bytes:
+    import zlib
+
+    return body + zlib.crc32(body).to_bytes(4, "little")
+
+
+@pytest.fixture(scope="module")
+def v5_file():
+    rng = np.random.default_rng(14)
+    spec = Spec(convs=(Conv(2, 3, pool=2),), hidden=(3,))
+    data = encode(spec, _with_side_bits(_layers(spec, 3, rng), rng, 5))
+    assert data[2] == 5
+    return spec, data
+
+
+def test_version_5_damage_and_truncation_are_refused(v5_file):
+    _, data = v5_file
+    for i in range(len(data)):
+        bad = bytearray(data)
+        bad[i] ^= 0x5A
+        with pytest.raises(MincapError):
+            decode(bytes(bad))
+    for n in range(len(data)):
+        with pytest.raises(MincapError):
+            decode(data[:n])
+
+
+def test_version_5_refuses_a_bad_bias_width_exponent_width_or_bias_code(v5_file):
+    from mincap.codecs import spec_bytes
+
+    spec, data = v5_file
+    at = 3 + len(spec_bytes(spec))  # the bias-width byte
+    for width in (0, 1, 9):
+        body = bytearray(data[:-4])
+        body[at] = width
+        with pytest.raises(MincapError, match="corrupt bias width"):
+            decode(_recrc(bytes(body)))
+    body = bytearray(data[:-4])
+    body[at + 1 + 1 + 2] = 9  # first layer: header byte, float16 base, then kw | shift << 4
+    with pytest.raises(MincapError, match="corrupt scale exponent width"):
+        decode(_recrc(bytes(body)))
+    # a bias code of 2^W - 1 (the width's all-ones) is not one the encoder writes
+    layers = decode(data).layers
+    n_out, kw = layers[0].side.bias_k.size, data[at + 4] & 15
+    bits_before = n_out * kw  # the exponents come first in the packed run
+    start = at + 1 + 1 + 2 + 1 + 2
+    body = bytearray(data[:-4])
+    for b in range(5):  # W = 5: set the first bias code's 5 bits
+        pos = bits_before + b
+        body[start + pos // 8] |= 1 << (pos % 8)
+    with pytest.raises(MincapError, match="corrupt bias"):
+        decode(_recrc(bytes(body)))
