@@ -185,8 +185,11 @@ def pruned_spec(model: nn.Module, spec: Spec) -> Spec:
     return replace(spec, convs=tuple(blocks), hidden=tuple(m.out_features for m in linears[:-1]))
 
 
-def export(model: nn.Module, spec: Spec) -> bytes:
-    """The `.mincap` bytes of a trained `model` (fake quantizers attached or not; BN folded here)."""
+def export(model: nn.Module, spec: Spec, side_bits: int = 8) -> bytes:
+    """The `.mincap` bytes of a trained `model` (fake quantizers attached or not; BN folded here).
+
+    `side_bits`: the width of the symmetric layers' biases and scale exponents (8: 1.1% scale
+    steps and int8 biases; fewer: format version 5, see `CompactSide.from_float`)."""
     spec = pruned_spec(model, spec)
     set_fake_quant(model, False)  # layer.weight is now the (masked) latent weight
     model.eval()
@@ -211,20 +214,21 @@ def export(model: nn.Module, spec: Spec) -> bytes:
             if isinstance(nxt, nn.BatchNorm2d):
                 gain = (nxt.weight / torch.sqrt(nxt.running_var + nxt.eps)).detach().float().cpu()
                 bias = nxt.bias.detach().float().cpu() + (bias - nxt.running_mean.detach().float().cpu()) * gain
-            lay = _layer_codes(w, q, learned, gain, bias)
+            lay = _layer_codes(w, q, learned, gain, bias, side_bits)
             if carry is not None:
                 # The depthwise bias is a constant added to each input channel at every position
                 # (padded or not), so through this 1x1 conv (and its batch norm) it is W @ b more
                 # bias, with W the weight as decoded: the decoded function is the unfolded one's.
                 w_dec = torch.from_numpy(lay.float_weight()).reshape(n_out, -1)
-                lay = _layer_codes(w, q, learned, gain, bias + w_dec @ carry)
+                lay = _layer_codes(w, q, learned, gain, bias + w_dec @ carry, side_bits)
             carry = layer.bias.detach().float().cpu() if fold else None
             layers.append(lay)
     set_fake_quant(model, True)
     return encode(replace(spec, batch_norm=False, dropout=0.0), layers)
 
 
-def _layer_codes(w: torch.Tensor, q: QuantSpec | None, learned, gain: torch.Tensor, bias: torch.Tensor) -> LayerCodes:
+def _layer_codes(w: torch.Tensor, q: QuantSpec | None, learned, gain: torch.Tensor, bias: torch.Tensor,
+                 side_bits: int = 8) -> LayerCodes:
     """One layer as stored: `w` quantized by `q` (None: float32), batch norm's `gain` folded in."""
     n_out = w.shape[0]
     shape = (-1,) + (1,) * (w.dim() - 1)
@@ -236,13 +240,28 @@ def _layer_codes(w: torch.Tensor, q: QuantSpec | None, learned, gain: torch.Tens
         scale, zp = scale.expand(n_out) * gain, zp.expand(n_out)
     if q.symmetric:  # 8-bit scales/biases (one float16 scale per layer: version 3); a negative gain flips codes
         sign = torch.where(scale < 0, -1, 1).reshape(shape if per_channel else ())
-        side = CompactSide.from_float(scale.reshape(-1).abs().numpy(), bias.numpy())
+        side = CompactSide.from_float(scale.reshape(-1).abs().numpy(), bias.numpy(), side_bits)
         return LayerCodes(q.bits, codes=(codes * sign).numpy(), side=side, per_channel=per_channel)
     return LayerCodes(
         q.bits, codes=codes.numpy(), scale=scale.numpy().astype(np.float16),
         zero_point=zp.numpy().astype(np.uint8), bias=bias.numpy().astype(np.float16),
         per_channel=per_channel, symmetric=q.symmetric,
     )
+
+
+def reexport(data: bytes, side_bits: int) -> bytes:
+    """A `.mincap` file's network re-encoded with its side information at `side_bits`.
+
+    The codes are kept; each symmetric layer's scales and biases are rounded again, from their
+    decoded values, to `side_bits` (the decoded network changes by that rounding only: evaluate
+    it again before using the file). Other layers are kept as they are."""
+    dec = decode(data)
+    layers = []
+    for lay in dec.layers:
+        if lay.bits and lay.compact:
+            lay = replace(lay, side=CompactSide.from_float(lay.side.scale(), lay.side.bias(), side_bits), stats={})
+        layers.append(lay)
+    return encode(dec.spec, layers)
 
 
 def qat_plan(net: Spec | nn.Module, train_cfg: TrainConfig, comp: CompressConfig) -> tuple[list, int]:

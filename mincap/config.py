@@ -94,7 +94,10 @@ class CompressConfig:
 
 
 def parse_steps(text: str) -> list[dict]:
-    """'sparsity=0.3;prune=0.2,bits=2' -> [{'sparsity': 0.3}, {'prune': 0.2, 'bits': 2}]."""
+    """'sparsity=0.3;prune=0.2,bits=2;side=6' -> [{'sparsity': 0.3}, {'prune': 0.2, 'bits': (2,)}, {'side': 6}].
+
+    `side=B` exports the symmetric layers' biases and scale exponents at B bits from that step on
+    (format version 5); a step with nothing else is not fine-tuned, only exported again."""
     steps = []
     for part in (p.strip() for p in text.split(";")):
         if not part:
@@ -109,6 +112,10 @@ def parse_steps(text: str) -> list[dict]:
                     step[key] = tuple(int(b) for b in val.split(":"))
                     if any(not 1 <= b <= 8 for b in step[key]):
                         raise ValueError
+                elif key == "side":
+                    step[key] = int(val)
+                    if not 2 <= step[key] <= 8:
+                        raise ValueError
                 elif key in ("prune", "sparsity"):
                     step[key] = float(val)
                     if not 0.0 <= step[key] < 1.0:
@@ -117,7 +124,8 @@ def parse_steps(text: str) -> list[dict]:
                     raise ValueError
             except ValueError:
                 raise MincapError(f"--path: bad step item {item!r} (expected prune=R, sparsity=S with R, S in "
-                                  "[0, 1), or bits=B / bits=B1:B2:... with B in 1..8)") from None
+                                  "[0, 1), bits=B / bits=B1:B2:... with B in 1..8, or side=B with B in "
+                                  "2..8)") from None
         steps.append(step)
     if not steps:
         raise MincapError("--path: no steps")

@@ -84,7 +84,8 @@ def total_epochs(exp: Experiment) -> int:
     if comp is None:
         return exp.train.epochs
     extra = comp.prune_steps * comp.prune_finetune_epochs * (comp.prune_ratio > 0)
-    extra += comp.prune_finetune_epochs * ((comp.sparsity > 0) + len(parse_steps(exp.path) if exp.path else []))
+    trained_steps = [st for st in parse_steps(exp.path) if set(st) - {"side"}] if exp.path else []  # side=B: no epochs
+    extra += comp.prune_finetune_epochs * ((comp.sparsity > 0) + len(trained_steps))
     return exp.train.epochs + extra
 
 

@@ -7,7 +7,9 @@ that as step 0. Then it shrinks the network step by step -- remove channels
 unstructured sparsity (`sparsity=S`, cumulative), lower bit widths (`bits=B`: every
 quantized layer wider than B goes to B; `bits=B1:B2:...`: one width per
 conv/linear layer) -- fine-tuning `comp.prune_finetune_epochs` epochs after each
-step. At every step the network is exported to a `.mincap` artifact, the artifact
+step. `side=B` stores the symmetric layers' biases and scale exponents at B bits
+from that step on (`CompactSide.from_float`; a step of `side=B` alone trains
+nothing: the same weights, exported again). At every step the network is exported to a `.mincap` artifact, the artifact
 is DECODED, and the decoded network is evaluated on the validation split; the
 step's (artifact bits, validation accuracy) and its bytes are kept.
 
@@ -51,6 +53,7 @@ class PathStep:
     n_params: int = 0
     n_nonzero: int = 0
     time_s: float = 0.0  # fine-tuning + export + evaluation time of this step
+    side_bits: int = 8  # width of the biases and scale exponents in `artifact`
 
     def to_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "artifact"}
@@ -98,13 +101,16 @@ def compression_path(spec: Spec, splits: Splits, train_cfg: TrainConfig, comp: C
             removed0[i] = removed0.get(i, 0) + n
     sparsity = comp.sparsity
 
+    side_bits = 8
+
     def record(index: int, desc: str, removed: dict, t_step: float) -> PathStep:
-        data = export(model, spec)
+        data = export(model, spec, side_bits)
         dec = decode(data)
         acc, _ = evaluate(dec.model.to(device), splits.val, batch_size=train_cfg.eval_batch_size)
         widths = [0 if (fq := quantizer_of(m)) is None else fq.bits for m in quant_layers(model)]
         return PathStep(index, desc, dec.size["artifact_bits"], acc, data, widths, removed, sparsity,
-                        dec.size["n_params"], dec.size["n_nonzero"], round(time.perf_counter() - t_step, 3))
+                        dec.size["n_params"], dec.size["n_nonzero"], round(time.perf_counter() - t_step, 3),
+                        side_bits)
 
     out = [record(0, "trained" + (" + configured pruning/sparsity" if comp.prune_ratio or comp.sparsity else ""),
                   removed0, time.perf_counter())]
@@ -123,6 +129,10 @@ def compression_path(spec: Spec, splits: Splits, train_cfg: TrainConfig, comp: C
                 bits = dict(enumerate(b))
             else:
                 raise MincapError(f"--path: bits={':'.join(map(str, b))} has {len(b)} widths for {n_layers} layers")
+        side_bits = step.get("side", side_bits)
+        if set(step) == {"side"}:  # a new width for the side information only: nothing to fine-tune
+            out.append(record(k, _describe(step), {}, ts))
+            continue
         sparsity = max(sparsity, step.get("sparsity", 0.0))
         removed = shrink(model, splits, train_cfg, comp, prune=step.get("prune", 0.0), sparsity=sparsity, bits=bits,
                          seed=train_cfg.seed + 2000 + k, history=history, on_epoch=on_epoch, teacher=teacher)

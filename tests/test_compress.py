@@ -140,3 +140,18 @@ def test_separable_artifact_is_a_99_percent_network_by_the_rule(mnist_root, caps
     assert out["n_val"] == 5000 and out["split_seed"] == 0
     assert out["val_acc"] >= 0.99 and abs(out["val_acc"] - 0.9904) < 1e-4
     assert sum(c[5:] == [1] for c in out["spec"]["convs"]) == 4  # four separable blocks
+
+
+def test_reexport_keeps_the_codes_and_shrinks_with_the_side_bits(compressed, small):
+    from mincap.compress import reexport
+
+    res = compressed
+    assert len(reexport(res.artifact, 8)) <= len(res.artifact)  # version 5 only where it is shorter
+    sizes = []
+    for b in (8, 6, 4):
+        data = reexport(res.artifact, b)
+        dec = artifact.decode(data)
+        assert all((d.codes == o.codes).all() for d, o in zip(dec.layers, artifact.decode(res.artifact).layers))
+        assert abs(evaluate(dec.model, small.val)[0] - res.val_acc) < 0.05  # the rounding, not a new network
+        sizes.append(len(data))
+    assert sizes[0] > sizes[1] > sizes[2]

@@ -28,7 +28,8 @@ def test_chosen_is_the_smallest_step_meeting_the_target():
 def test_parse_steps():
     assert parse_steps("sparsity=0.3; prune=0.2,bits=2;bits=4:2:2:4") == [
         {"sparsity": 0.3}, {"prune": 0.2, "bits": (2,)}, {"bits": (4, 2, 2, 4)}]
-    for bad in ("", "sparsity=1.5", "bits=9", "width=3", "prune"):
+    assert parse_steps("side=6;sparsity=0.5,side=4") == [{"side": 6}, {"sparsity": 0.5, "side": 4}]
+    for bad in ("", "sparsity=1.5", "bits=9", "width=3", "prune", "side=1", "side=9", "side=6.5"):
         with pytest.raises(MincapError):
             parse_steps(bad)
 
@@ -65,3 +66,27 @@ def test_path_chooses_the_smallest_feasible_step(path):
         feasible = [s for s in res.steps if s.val_acc >= target]
         assert res.chosen.artifact_bits == min(s.artifact_bits for s in feasible)
         assert evaluate(artifact.decode(res.chosen.artifact).model, splits.val)[0] == res.chosen.val_acc
+
+
+def test_side_steps_re_export_without_training_and_hold_for_later_steps(mnist_small):
+    from mincap.data import Split, Splits
+    from mincap.experiment import Experiment, total_epochs
+
+    train = Split(mnist_small.train.x[:600], mnist_small.train.y[:600])
+    val = Split(mnist_small.val.x[:300], mnist_small.val.y[:300])
+    splits = Splits(mnist_small.name, train, val, mnist_small.n_classes)
+    comp = CompressConfig(bits=4, qat_epochs=1, quantizer="lsq", prune_finetune_epochs=1)
+    epochs = []
+    res = compression_path(PRESETS["tiny"], splits, TrainConfig(epochs=1, batch_size=100, lr=0.03), comp,
+                           steps="side=6;sparsity=0.5;side=4", target=0.0, on_epoch=lambda st: epochs.append(st))
+    assert [s.side_bits for s in res.steps] == [8, 6, 6, 4]
+    assert len(epochs) == 2  # the training epoch and the sparsity step's fine-tuning: side steps train nothing
+    d0, d1 = artifact.decode(res.steps[0].artifact), artifact.decode(res.steps[1].artifact)
+    for a, b in zip(d0.layers, d1.layers):  # the same weights, their side rounded again
+        assert (a.codes == b.codes).all()
+    assert res.steps[1].artifact[2] == 5 and res.steps[1].artifact_bits < res.steps[0].artifact_bits
+    assert res.steps[3].artifact_bits < res.steps[2].artifact_bits
+    for s in res.steps:
+        assert evaluate(artifact.decode(s.artifact).model, splits.val)[0] == s.val_acc
+    exp = Experiment(train=TrainConfig(epochs=1), compress=comp, path="side=6;sparsity=0.5;side=4")
+    assert total_epochs(exp) == 2

@@ -226,6 +226,15 @@ def test_plain_optuna_reads_what_summary_reports(tmp_path, mnist_root, capsys):
     out = tmp_path / "chosen.mincap"
     assert main(["export", str(f), "-o", str(out)]) == 0
     assert out.stat().st_size * 8 == chosen["artifact_bits"]
+    # --side B re-encodes the side information and measures the decoded network on validation only.
+    capsys.readouterr()
+    side = tmp_path / "side4.mincap"
+    assert main(["export", str(f), "-o", str(side), "--side", "4"]) == 0
+    line = capsys.readouterr().err.strip()
+    assert f"{chosen['artifact_bits']:,} bits as stored -> {side.stat().st_size * 8:,} bits (side info at 4 bits)" in line
+    assert "validation" in line and "test acc" not in line and side.stat().st_size < out.stat().st_size
+    assert main(["export", str(f), "-o", str(tmp_path / "bad.mincap"), "--side", "9"]) == 2
+    assert capsys.readouterr().err.strip() == "mincap: error: --side must be in 2..8, got 9"
 
 
 @pytest.mark.parametrize("total,workers,expected", [(5, 2, [3, 2]), (2, 3, [1, 1, 0]), (None, 2, [None, None])])
