@@ -43,6 +43,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout's mincap, wherever the script is run from
 
+from mincap.entropy import cache as entropy_cache  # noqa: E402
 from mincap.search.storage import open_study, search_wall_s  # noqa: E402
 from mincap.study import load_study_file  # noqa: E402
 
@@ -87,6 +88,10 @@ def entropy_record(dataset: str, estimator: str) -> Path:
         text = mincap("entropy", dataset, "--estimator", estimator, "--json", capture=True).stdout
         json.loads(text)  # a JSON list, or the run failed: never keep half a file
         out.write_text(text)
+    else:  # kept from an earlier machine: the summary reads estimates from the cache, so put it there
+        for e in json.loads(out.read_text()):
+            if e.get("dataset") == dataset and e.get("estimator") == estimator:
+                entropy_cache.write(None, f"{dataset}-{estimator}-record.json", e)
     return out
 
 
