@@ -7,12 +7,13 @@ to rebuild exactly the evaluated network, and nothing else is read.
 Layout (all integers little-endian; "varint" = LEB128, 7 bits a byte)::
 
     magic  b"MC"                     2 bytes
-    version                          1 byte  (this decoder reads versions 1 to 4; a file is written
+    version                          1 byte  (this decoder reads versions 1 to 5; a file is written
                                      at the lowest version that holds it, so older files are unchanged:
                                      2 when a conv block is depthwise-separable, 3 when a layer uses
                                      the version-3 side described below, 4 when layers share an ANS
-                                     table)
+                                     table; 5, the packed side below, only when it is shorter)
     spec                             binary, see `_spec_bytes` (~10 bytes)
+    version 5: bias width W          1 byte, 2..8: the width of every compact layer's bias codes
     per conv/linear layer, in model order:
         layer byte: bits (low 4 bits; 0 = float32) | per_channel << 4 | symmetric << 5 | method << 6
         bits == 0:  weights float32, bias float32
@@ -24,6 +25,12 @@ Layout (all integers little-endian; "varint" = LEB128, 7 bits a byte)::
                     and no int8 biases follow (a depthwise conv, whose bias export folds into the
                     pointwise conv after it), and a symmetric per-layer-scale layer stores one
                     float16 scale, then the bias step and int8 biases, instead of float16 biases.
+        Version 5 changes the compact (symmetric) layers' side only: scale base float16, then (per
+                    channel only) a byte kw | shift << 4, bias step float16, then one bit-packed
+                    run, padded to a byte: each exponent >> shift at kw bits, then (bias step != 0)
+                    each bias code + 2^(W-1) - 1 at W bits (codes in +-(2^(W-1) - 1)). Written where
+                    it is shorter; fewer side bits (`CompactSide.from_float(side_bits=B)`: exponents
+                    on a grid of 2^(7-B), biases in +-(2^(B-1) - 1)) make it shorter still.
         The codes, by `method`:
                     0 raw   sym_lo, sym_hi bytes, codes - sym_lo bit-packed at bitlen(sym_hi - sym_lo)
                     1 zstd  varint length, magicless zstd frame of one byte per code
@@ -84,11 +91,10 @@ from mincap.codecs import (
     layer_shapes,
     nibble_table,
     pack_bits,
-    pack_fields,
-    read_fields,
     read_spec,
     read_symbols,
     share_tables,
+    size_report,
     spec_bytes,
     table_probs,
     unpack_bits,
@@ -96,6 +102,7 @@ from mincap.codecs import (
 from mincap.errors import MincapError
 from mincap.models import Spec, build
 from mincap.quant import code_range, quant_layers
+from mincap.side import bias_width, packed_side, read_packed_side
 
 __all__ = ["MAGIC", "SEPARABLE", "VERSION", "CompactSide", "Decoded", "LayerCodes", "decode", "encode", "layer_shapes", "read", "write"]
 
@@ -155,7 +162,7 @@ def encode(spec: Spec, layers: list[LayerCodes]) -> bytes:
     if version >= 3 and misreads:
         raise ValueError("artifact: a symmetric per-layer-scale layer must be compact in a version-3 file")
     best = _write(spec, shapes, layers, coded, shared, version)
-    width = None if misreads else _bias_width(layers)
+    width = None if misreads else bias_width(layers)
     if width is not None:  # version 5 packs the side at its widths: kept only where it is shorter
         methods = [lay.method for lay in layers]
         packed = _write(spec, shapes, layers, coded, shared, 5, width)
@@ -166,34 +173,12 @@ def encode(spec: Spec, layers: list[LayerCodes]) -> bytes:
     return best
 
 
-def _bias_width(layers: list[LayerCodes]) -> int | None:
-    """The one bias width (2..8 bits) of a version-5 file, or None when no layer is compact or a
-    bias code needs 9 bits (-128, outside the symmetric int8 range)."""
-    compact = [lay for lay in layers if lay.bits and lay.compact]
-    if not compact:
-        return None
-    m = max((int(np.abs(lay.side.bias_k.astype(np.int64)).max(initial=0)) for lay in compact if lay.side.has_bias),
-            default=0)
-    w = max(2, m.bit_length() + 1)
-    return w if w <= 8 else None
-
-
-def _common_shift(k: np.ndarray) -> int:
-    """The largest s <= 7 such that every exponent is a multiple of 2^s (0 for no exponents)."""
-    nz = k[k != 0].astype(np.int64)
-    if nz.size == 0:
-        return 0
-    s = 0
-    while s < 7 and not np.any(nz & ((1 << (s + 1)) - 1)):
-        s += 1
-    return s
-
-
 def _write(spec: Spec, shapes, layers: list[LayerCodes], coded, shared, version: int,
-           bias_width: int | None = None) -> bytes:
+           width: int | None = None) -> bytes:
+    """The file at `version`; `width`: version 5's bias width."""
     out = bytearray(MAGIC) + bytes([version]) + spec_bytes(spec)
     if version >= 5:
-        out.append(bias_width)
+        out.append(width)
     ans_jobs = []
     tables_sent: set = set()
     for i, ((shape, n_out), layer) in enumerate(zip(shapes, layers)):
@@ -221,18 +206,7 @@ def _write(spec: Spec, shapes, layers: list[LayerCodes], coded, shared, version:
             elif np.any(np.asarray(sd.scale_k) != 0):
                 raise ValueError("artifact: a per-layer compact scale is its float16 base (scale_k 0)")
             if version >= 5:  # exponents >> shift at kw bits, biases + lim at the file's width: one run
-                fields = []
-                if layer.per_channel:
-                    k = np.asarray(sd.scale_k, dtype=np.int64).reshape(n_out)
-                    shift = _common_shift(k)
-                    kw = int((k >> shift).max(initial=0)).bit_length()
-                    out.append(kw | shift << 4)
-                    fields.append((k >> shift, kw))
-                out += np.asarray(sd.bias_step, dtype="<f2").tobytes()
-                if sd.has_bias:
-                    lim = (1 << (bias_width - 1)) - 1
-                    fields.append((np.asarray(sd.bias_k, dtype=np.int64).reshape(n_out) + lim, bias_width))
-                out += pack_fields(fields)
+                out += packed_side(sd, layer.per_channel, n_out, width)
             else:
                 out += np.asarray(sd.bias_step, dtype="<f2").tobytes()
             if version < 3 or (version < 5 and sd.has_bias):
@@ -311,8 +285,8 @@ def _decode_body(data: bytes) -> Decoded:
     r = Reader(data, 3, end)
     version = data[2]
     spec = read_spec(r, version)
-    bias_width = r.byte() if version >= 5 else 8
-    if not 2 <= bias_width <= 8:
+    width = r.byte() if version >= 5 else 8  # version 5: the bias width
+    if not 2 <= width <= 8:
         raise MincapError("artifact: corrupt bias width")
     spec_bits = 8 * (r.pos - 3)  # version 5: with the bias-width byte
     shapes = layer_shapes(spec)
@@ -335,7 +309,7 @@ def _decode_body(data: bytes) -> Decoded:
             per_channel, symmetric, method = bool(head >> 4 & 1), bool(head >> 5 & 1), METHODS[head >> 6]
             n_scale = n_out if per_channel else 1
             if symmetric and version >= 5:
-                side, side_bits = _read_packed_side(r, per_channel, n_out, bias_width)
+                side, side_bits = read_packed_side(r, per_channel, n_out, width)
                 lay = LayerCodes(bits, side=side, per_channel=per_channel, symmetric=True, method=method)
             elif symmetric and (per_channel or version >= 3):
                 base = r.array("<f2", 1)[0]
@@ -396,76 +370,8 @@ def _decode_body(data: bytes) -> Decoded:
             mod.weight.copy_(torch.from_numpy(lay.float_weight()))
             mod.bias.copy_(torch.from_numpy(lay.float_bias()))
     model.eval()
-    size = _size(spec, layers, len(data), spec_bits, ans_bits)
+    size = size_report(spec, layers, len(data), spec_bits, ans_bits)
     return Decoded(spec, model, layers, size)
-
-
-def _read_packed_side(r: Reader, per_channel: bool, n_out: int, bias_width: int) -> tuple[CompactSide, tuple]:
-    """A version-5 compact side: base, [kw | shift << 4], step, then exponents and biases packed."""
-    start = r.pos
-    base = r.array("<f2", 1)[0]
-    kw = shift = 0
-    if per_channel:
-        b = r.byte()
-        kw, shift = b & 15, b >> 4
-        if kw > 8 or shift > 7:
-            raise MincapError("artifact: corrupt scale exponent width")
-    step = r.array("<f2", 1)[0]
-    has_bias = float(step) != 0.0
-    fields = ([(n_out, kw)] if per_channel else []) + ([(n_out, bias_width)] if has_bias else [])
-    vals = read_fields(r, fields)
-    scale_k = vals[0] << shift if per_channel else np.zeros(1, dtype=np.int64)
-    if scale_k.max(initial=0) > 255:
-        raise MincapError("artifact: corrupt scale exponent")
-    lim = (1 << (bias_width - 1)) - 1
-    bias_k = vals[-1] - lim if has_bias else np.zeros(n_out, dtype=np.int64)
-    if has_bias and vals[-1].max(initial=0) > 2 * lim:
-        raise MincapError("artifact: corrupt bias")
-    side = CompactSide(base, scale_k.astype(np.uint8), step, bias_k.astype(np.int8))
-    scale_bits = 16 + (8 + n_out * kw if per_channel else 0)
-    return side, (scale_bits, 8 * (r.pos - start) - scale_bits)
-
-
-def _size(spec: Spec, layers: list[LayerCodes], n_bytes: int, spec_bits: int, ans_bits: int) -> dict:
-    rows = []
-    n_params = n_nonzero = nominal = 0
-    for i, (lay, (shape, n_out)) in enumerate(zip(layers, layer_shapes(spec))):
-        n = math.prod(shape)
-        # Per layer, weights and biases are counted apart (n_nonzero <= n_weights); the totals
-        # count both, like n_params and `mincap.models.count_params`.
-        if lay.bits == 0:
-            nz, nz_bias = int(np.count_nonzero(lay.weight)), int(np.count_nonzero(lay.bias))
-            nom = 32 * (n + n_out)
-        else:
-            nz, nz_bias = int(np.count_nonzero(lay.float_weight())), int(np.count_nonzero(lay.float_bias()))
-            nom = lay.bits * n + lay.stats["scale_bits"] + lay.stats["bias_bits"]
-        n_params += n + n_out
-        n_nonzero += nz + nz_bias
-        nominal += nom
-        rows.append({
-            "layer": i,
-            "kind": "conv" if len(shape) == 4 else "linear",
-            "shape": list(shape),
-            "bits": lay.bits or 32,
-            "n_weights": n,
-            "n_nonzero": nz,
-            "n_biases": n_out,
-            "n_nonzero_biases": nz_bias,
-            "method": lay.method,
-            "nominal_bits": nom,
-            **lay.stats,
-        })
-    return {
-        "artifact_bits": 8 * n_bytes,
-        "artifact_bytes": n_bytes,
-        "n_params": n_params,
-        "n_nonzero": n_nonzero,
-        "nominal_bits": nominal,
-        "header_bits": 24 + spec_bits,
-        "ans_stream_bits": ans_bits,
-        "checksum_bits": 32,
-        "layers": rows,
-    }
 
 
 def read(path: str | Path) -> bytes:

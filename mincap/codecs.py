@@ -13,6 +13,7 @@ nibble tables (`nibble_table`, `table_probs`).
 from __future__ import annotations
 
 import lzma
+import math
 from dataclasses import dataclass, field, replace
 
 import constriction
@@ -21,8 +22,9 @@ import zstandard as zstd
 
 from mincap.errors import MincapError
 from mincap.models import ACTIVATIONS, Conv, Spec
+from mincap.side import CompactSide, pack_fields, read_fields, side_shift
 
-__all__ = ["CODE_METHODS", "LZMA_FILTERS", "SEPARABLE", "CompactSide", "LayerCodes", "Reader", "best_method", "categorical", "code_options", "nibble_table", "layer_shapes", "pack_bits", "pack_fields", "read_fields", "read_spec", "read_symbols", "share_tables", "side_shift", "spec_bytes",
+__all__ = ["CODE_METHODS", "LZMA_FILTERS", "SEPARABLE", "CompactSide", "LayerCodes", "Reader", "best_method", "categorical", "code_options", "nibble_table", "layer_shapes", "pack_bits", "pack_fields", "read_fields", "read_spec", "read_symbols", "share_tables", "side_shift", "size_report", "spec_bytes",
            "table_probs", "unpack_bits", "varint"]
 
 SEPARABLE = 1 << 6  # spec flag (format version 2): a varint bitmask of the separable conv blocks follows
@@ -71,91 +73,6 @@ class LayerCodes:
 
     def float_bias(self) -> np.ndarray:
         return self.side.bias() if self.compact else self.bias.astype(np.float32)
-
-
-# 2^(-j/32) for j = 0..31, rounded once to float32: the decoder's fixed table.
-_POW = np.array([2.0 ** (-j / 32) for j in range(32)], dtype=np.float32)
-
-
-@dataclass
-class CompactSide:
-    """Scales and biases of a symmetric per-channel layer at 8 bits each (or fewer), plus two float16.
-
-    scale_c = float32(scale_base) * 2^(-scale_k[c] / 32)  (scale_k 0..255: 1.1% steps, 2^8 range)
-    bias_c  = float32(bias_step) * bias_k[c]              (bias_k int8 in [-127, 127])
-    Scales are non-negative; a channel's sign (negative batch-norm gain) lives in its codes.
-    `from_float(..., side_bits=B)` with B < 8 keeps biases in +-(2^(B-1) - 1) and exponents on a
-    grid of 2^side_shift(B) (format version 5 stores them at their width).
-    """
-
-    scale_base: np.float16
-    scale_k: np.ndarray
-    bias_step: np.float16
-    bias_k: np.ndarray
-
-    def scale(self) -> np.ndarray:
-        k = self.scale_k.astype(np.int64)
-        return np.ldexp(np.float32(self.scale_base) * _POW[k % 32], -(k // 32)).astype(np.float32)
-
-    def bias(self) -> np.ndarray:
-        return (np.float32(self.bias_step) * self.bias_k.astype(np.float32)).astype(np.float32)
-
-    @classmethod
-    def from_float(cls, scale: np.ndarray, bias: np.ndarray, side_bits: int = 8) -> CompactSide:
-        """The nearest representable scales (must be >= 0) and biases at `side_bits` (2..8)."""
-        if not 2 <= side_bits <= 8:
-            raise ValueError(f"side_bits must be in 2..8, got {side_bits}")
-        scale = np.asarray(scale, dtype=np.float64)
-        bias = np.asarray(bias, dtype=np.float64)
-        if (scale < 0).any():
-            raise ValueError("compact scales must be non-negative (fold signs into the codes)")
-        base = _f16_at_least(scale.max(initial=0.0))
-        grid = 1 << side_shift(side_bits)
-        top = 255 // grid * grid
-        with np.errstate(divide="ignore"):
-            k = np.round(-32 * np.log2(scale / float(base)) / grid) * grid if base > 0 else np.zeros_like(scale)
-        k = np.clip(np.nan_to_num(k, nan=top, posinf=top), 0, top).astype(np.uint8)
-        lim = (1 << (side_bits - 1)) - 1
-        step = _f16_at_least(np.abs(bias).max(initial=0.0) / lim)
-        bk = np.clip(np.round(bias / float(step)), -lim, lim) if step > 0 else np.zeros_like(bias)
-        return cls(base, k, step, bk.astype(np.int8))
-
-    @property
-    def has_bias(self) -> bool:
-        """False when every bias is 0 (step 0): format version 3 then stores no bias bytes."""
-        return float(self.bias_step) != 0.0
-
-
-def side_shift(side_bits: int) -> int:
-    """Scale exponents at `side_bits` lie on a grid of 2^side_shift: 8 and 7 bits keep every
-    exponent (1.1% steps), 6 bits every second (2.2%), 5 every fourth, ...; the range stays 2^8."""
-    return max(0, 7 - side_bits)
-
-
-def pack_fields(fields: list[tuple[np.ndarray, int]]) -> bytes:
-    """Unsigned values at their widths, one bit-packed run (byte-padded once at the end)."""
-    parts = [((np.asarray(v).astype(np.uint32).reshape(-1)[:, None] >> np.arange(w, dtype=np.uint32)) & 1)
-             .astype(np.uint8).reshape(-1) for v, w in fields if w and np.asarray(v).size]
-    return np.packbits(np.concatenate(parts), bitorder="little").tobytes() if parts else b""
-
-
-def read_fields(reader: Reader, fields: list[tuple[int, int]]) -> list[np.ndarray]:
-    """Read what `pack_fields` wrote for `fields` = [(count, width), ...]."""
-    total = sum(n * w for n, w in fields)
-    bits = np.unpackbits(np.frombuffer(reader.take((total + 7) // 8), dtype=np.uint8), bitorder="little")
-    out, pos = [], 0
-    for n, w in fields:
-        chunk = bits[pos : pos + n * w].reshape(n, w).astype(np.int64)
-        out.append((chunk << np.arange(w, dtype=np.int64)).sum(axis=1) if w else np.zeros(n, dtype=np.int64))
-        pos += n * w
-    return out
-
-
-def _f16_at_least(x: float) -> np.float16:
-    h = np.float16(x)
-    if float(h) < x:
-        h = np.nextafter(h, np.float16(np.inf))
-    return h
 
 
 def varint(n: int) -> bytes:
@@ -417,3 +334,46 @@ def layer_shapes(spec: Spec) -> list[tuple[tuple[int, ...], int]]:
         shapes.append(((h, width), h))
         width = h
     return shapes
+
+
+def size_report(spec: Spec, layers: list[LayerCodes], n_bytes: int, spec_bits: int, ans_bits: int) -> dict:
+    """The size table of a decoded file: totals, then one row per conv/linear layer."""
+    rows = []
+    n_params = n_nonzero = nominal = 0
+    for i, (lay, (shape, n_out)) in enumerate(zip(layers, layer_shapes(spec))):
+        n = math.prod(shape)
+        # Per layer, weights and biases are counted apart (n_nonzero <= n_weights); the totals
+        # count both, like n_params and `mincap.models.count_params`.
+        if lay.bits == 0:
+            nz, nz_bias = int(np.count_nonzero(lay.weight)), int(np.count_nonzero(lay.bias))
+            nom = 32 * (n + n_out)
+        else:
+            nz, nz_bias = int(np.count_nonzero(lay.float_weight())), int(np.count_nonzero(lay.float_bias()))
+            nom = lay.bits * n + lay.stats["scale_bits"] + lay.stats["bias_bits"]
+        n_params += n + n_out
+        n_nonzero += nz + nz_bias
+        nominal += nom
+        rows.append({
+            "layer": i,
+            "kind": "conv" if len(shape) == 4 else "linear",
+            "shape": list(shape),
+            "bits": lay.bits or 32,
+            "n_weights": n,
+            "n_nonzero": nz,
+            "n_biases": n_out,
+            "n_nonzero_biases": nz_bias,
+            "method": lay.method,
+            "nominal_bits": nom,
+            **lay.stats,
+        })
+    return {
+        "artifact_bits": 8 * n_bytes,
+        "artifact_bytes": n_bytes,
+        "n_params": n_params,
+        "n_nonzero": n_nonzero,
+        "nominal_bits": nominal,
+        "header_bits": 24 + spec_bits,
+        "ans_stream_bits": ans_bits,
+        "checksum_bits": 32,
+        "layers": rows,
+    }

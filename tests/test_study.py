@@ -8,8 +8,8 @@ from mincap.study import DEFAULT_STUDY, StudyConfig, load_study_file, parse_stud
 def test_default_study_file_parses():
     cfg = load_study_file(DEFAULT_STUDY)
     # issue 15 changed the space: a new study name and database; studies/history/mnist-99.db is kept
-    assert cfg.study.name == "mnist-99-v3" and cfg.study.target == 0.99 and cfg.study.dataset == "mnist"
-    assert cfg.storage_url.startswith("sqlite:///") and cfg.storage_url.endswith("mnist-99-v3.db")
+    assert cfg.study.name == "mnist-99-v2" and cfg.study.target == 0.99 and cfg.study.dataset == "mnist"
+    assert cfg.storage_url.startswith("sqlite:///") and cfg.storage_url.endswith("mnist-99-v2.db")
     assert cfg.space.bits == (2, 5) and cfg.space.quantizers == ("lsq",) and isinstance(cfg.space.families, tuple)
 
 
