@@ -1,8 +1,9 @@
 """Networks made outside a study, placed on the ladder figure beside the studies' choices.
 
-A smaller network may come from a documented `mincap train` command rather than a search
-(`studies/artifacts/*.mincap`, each with the `mincap verify --json` output beside it as
-`*.verify.json`). By the project's rule such a file counts for a rung when its decoded network
+A smaller network may come from a documented `mincap train` command rather than a search, or
+from `mincap export --side` of a study's trial (`studies/artifacts/*.mincap`, each with the
+`mincap verify --json` output beside it as `*.verify.json`, whose optional `made_by` names the
+command; `mincap train` where it is absent). By the project's rule such a file counts for a rung when its decoded network
 reaches the rung's target on the same validation split (`n_val`, `split_seed`) the rung's study
 used; it is then a point of its own, marked as a file, not folded into the study's answer.
 """
@@ -76,5 +77,7 @@ def place_artifacts(files: list[dict[str, Any]], rungs: list[dict[str, Any]]) ->
                        "val_acc": f["val_acc"], "test_acc": f.get("test_acc"), "target": rung["target"],
                        "n_params": f.get("n_params"),
                        "bits_per_layer": [la["bits"] for la in f.get("layers") or []],
-                       "two_part": (f.get("two_part") or {}).get("total_bits"), "source": f["source"]})
+                       "two_part": (f.get("two_part") or {}).get("total_bits"), "source": f["source"],
+                       # how the file was made, where its record says (`mincap export --side`); else train
+                       "made_by": f.get("made_by") or "mincap train"})
     return placed, skipped

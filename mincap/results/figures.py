@@ -245,7 +245,7 @@ def draw_ladder(info: LadderInfo, estimator: str) -> Figure:
     for f, fx in zip(info.files, file_xs):
         color = colors.get(f["dataset"], "black")
         ax.plot([fx], [f["y"]], marker="s", ms=8, color=color, mec="black", mew=1.0, zorder=5)
-        label_items.append((fx, f["y"], f"{f['file']} (mincap train): {fmt_bits_unit(f['y'])}\n"
+        label_items.append((fx, f["y"], f"{f['file']} ({f.get('made_by', 'mincap train')}): {fmt_bits_unit(f['y'])}\n"
                             f"val {fmt_acc(f['val_acc'])} · test {fmt_acc(f['test_acc'])}", color, +1))
         if f.get("two_part"):
             _two_part(ax, fx, f["y"], f["two_part"], color, label_items)
@@ -285,7 +285,7 @@ def _legend(ax, info: LadderInfo) -> None:
     kw = {"ls": "none", "color": "0.3"}
     ax.plot([], [], marker="o", ms=7, label="smallest network a study found (validation ≥ target)", **kw)
     if info.files:
-        ax.plot([], [], marker="s", ms=7, mec="black", label="network from a documented mincap train command (drawn just right of its rung's X)", **kw)
+        ax.plot([], [], marker="s", ms=7, mec="black", label="network from a documented command, outside a search (drawn just right of its rung's X)", **kw)
     if any(p.get("two_part") for p in info.points) or any(f.get("two_part") for f in info.files):
         ax.plot([], [], marker="s", ms=6, mfc="white", label="two-part code: file + training labels coded with it",
                 **kw)

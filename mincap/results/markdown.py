@@ -69,15 +69,16 @@ def files_table(files: list[dict[str, Any]]) -> list[str]:
     if not files:
         return []
     out = ["## Networks from files (outside the studies)", "",
-           "Each file was written by a documented `mincap train` command and checked by `mincap verify` on the "
+           "Each file was written by a documented command (`mincap train`, or `mincap export --side` of a study's "
+           "trial: column 'made by') and checked by `mincap verify` on the "
            "rung's validation split; it reaches the rung's target there, so it is placed on the figure beside "
            "the study's choice, marked as a file.", "",
-           "| file | dataset | target | artifact bits | two-part code (bits) | parameters | val acc | test acc |",
-           "|---|---|---:|---:|---:|---:|---:|---:|"]
+           "| file | made by | dataset | target | artifact bits | two-part code (bits) | parameters | val acc | test acc |",
+           "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for f in files:
         tp = f"{f['two_part']:,.0f}" if f.get("two_part") is not None else "-"
         n = f"{f['n_params']:,}" if f.get("n_params") is not None else "-"
-        out.append(f"| `{f.get('path') or f['file']}` | {f['dataset']} | {fmt_target(f['target'])} | {int(f['y']):,} | "
+        out.append(f"| `{f.get('path') or f['file']}` | `{f.get('made_by', 'mincap train')}` | {f['dataset']} | {fmt_target(f['target'])} | {int(f['y']):,} | "
                    f"{tp} | {n} | {fmt_acc(f['val_acc'])} | {fmt_acc(f['test_acc'])} |")
     return out + [""]
 

@@ -127,7 +127,7 @@ def test_axes_say_they_are_bounds_and_mackay_is_drawn_at_the_files_width(summari
     assert np.allclose(np.asarray(ys) / np.asarray(xs), info.mackay_width / 2) and info.mackay_width == 4
     assert "4 bits per weight" in mackay.get_label()
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert any("two-part" in t for t in legend) and any("mincap train" in t for t in legend)
+    assert any("two-part" in t for t in legend) and any("documented command, outside a search" in t for t in legend)
     # the two-part codes, the switching code and the file's network are drawn where their data say
     drawn = {(round(float(x)), round(float(y))) for ln in ax.get_lines() for x, y in ln.get_xydata()}
     fx = round(7163 * figures.FILE_SHIFT)  # a file is drawn just right of its rung's X

@@ -132,10 +132,14 @@ def test_files_are_placed_only_where_they_reach_the_rung_target_on_its_split(sum
     info = ladder.ladder_info(list(summaries.values()), "prequential", compute=False, artifacts=files)
     (f,) = info.files
     assert (f["file"], f["x"], f["y"], f["two_part"], f["target"]) == ("small-99.mincap", 7163.0, 9000.0, 15000.0, 0.99)
+    assert f["made_by"] == "mincap train"  # a record without `made_by`
+    exported = load_artifacts([str(_verify_file(tmp_path, file="side.mincap", made_by="mincap export --side 6"))])
+    (g,) = ladder.ladder_info(list(summaries.values()), "prequential", compute=False, artifacts=exported).files
+    assert g["made_by"] == "mincap export --side 6"
     assert info.skipped["low.mincap"] == "validation 98.50% < target 99%"
     assert "the study used 5000" in info.skipped["other.mincap"]
     assert info.skipped["k.mincap"] == "no study of kmnist gives it a target"
-    assert len(load_artifacts([str(tmp_path)])) == 4  # a folder: its *.verify.json
+    assert len(load_artifacts([str(tmp_path)])) == 5  # a folder: its *.verify.json
     (tmp_path / "x.json").write_text('{"a": 1}')
     with pytest.raises(MincapError, match="not a verify record"):
         load_artifacts([str(tmp_path / "x.json")])
