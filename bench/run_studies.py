@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout's mincap, wherever the script is run from
 
 from mincap.entropy import cache as entropy_cache  # noqa: E402
-from mincap.search.storage import open_study, search_wall_s  # noqa: E402
+from mincap.search.storage import last_heartbeats, open_study, search_wall_s  # noqa: E402
 from mincap.study import load_study_file  # noqa: E402
 
 LADDER = ("mnist-binary", "mnist-k7", "mnist-k4", "mnist-k2", "mnist-14", "mnist-7", "digits")
@@ -61,8 +61,8 @@ SUMMARY_ARGS = {"ladder": ["--replicates", "3"]}
 # summary holds it (`mincap entropy` caches it); its JSON is kept in studies/info for the record.
 ENTROPY = {"ladder": "prequential-switch"}
 MIN_LEFT_S = 60.0  # less than this left of a budget: the study counts as run
-REPORT = ["plot", "--from-json", "studies", "--from-json", "studies/ladder", "--artifacts", "studies/artifacts",
-          "--estimator", "prequential", "-o", "studies/ladder.png", "--report", "studies/RESULTS.md"]
+REPORT = ["plot", "--from-json", "studies", "--from-json", "studies/ladder2", "--artifacts", "studies/artifacts",
+          "--estimator", "prequential-switch", "-o", "studies/ladder.png", "--report", "studies/RESULTS.md"]
 
 
 def mincap(*args: str, capture: bool = False) -> subprocess.CompletedProcess:
@@ -77,7 +77,8 @@ def used_s(study_file: str) -> float:
     cfg = load_study_file(REPO / study_file)
     if cfg.storage.url or not (cfg.folder / f"{cfg.study.name}.db").is_file():
         return 0.0
-    return search_wall_s(open_study(cfg, create=False).trials)
+    study = open_study(cfg, create=False)
+    return search_wall_s(study.trials, last_heartbeats(study._storage))
 
 
 def entropy_record(dataset: str, estimator: str) -> Path:

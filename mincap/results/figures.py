@@ -248,7 +248,7 @@ def draw_ladder(info: LadderInfo, estimator: str) -> Figure:
         label_items.append((fx, f["y"], f"{f['file']} ({f.get('made_by', 'mincap train')}): {fmt_bits_unit(f['y'])}\n"
                             f"val {fmt_acc(f['val_acc'])} · test {fmt_acc(f['test_acc'])}", color, +1))
         if f.get("two_part"):
-            _two_part(ax, fx, f["y"], f["two_part"], color, label_items)
+            _two_part(ax, fx, f["y"], f["two_part"], color, None)
     _legend(ax, info)
     ax.set_xlabel(f"{X_LABELS.get(estimator, 'bits')}  (mincap entropy --estimator {estimator})", fontsize=9)
     ax.set_ylabel(Y_LABEL, fontsize=9)
@@ -273,11 +273,14 @@ def draw_ladder(info: LadderInfo, estimator: str) -> Figure:
     return fig
 
 
-def _two_part(ax, x: float, y: float, bits: float, color, label_items: list) -> None:
-    """A network's two-part code (file + training labels) above its point: hollow square, dotted link."""
+def _two_part(ax, x: float, y: float, bits: float, color, label_items: list | None) -> None:
+    """A network's two-part code (file + training labels) above its point: hollow square, dotted link,
+    and its number where `label_items` is given (a file's is left unlabelled: several files at one
+    rung would crowd it; the files table has them)."""
     ax.plot([x, x], [y, bits], color=color, lw=0.8, ls=":", zorder=2)
     ax.plot([x], [bits], marker="s", ms=6, mfc="white", color=color, zorder=4)
-    label_items.append((x, bits, f"two-part: {fmt_bits_unit(bits)}", color, -1))
+    if label_items is not None:
+        label_items.append((x, bits, f"two-part: {fmt_bits_unit(bits)}", color, -1))
 
 
 def _legend(ax, info: LadderInfo) -> None:

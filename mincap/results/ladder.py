@@ -35,7 +35,7 @@ from mincap.data.variants import LADDER
 from mincap.entropy import PREQUENTIAL_ESTIMATORS
 from mincap.entropy import cache as entropy_cache
 from mincap.errors import MincapError
-from mincap.report import fmt_duration, fmt_target
+from mincap.report import fmt_acc, fmt_duration, fmt_target
 from mincap.results.artifacts import place_artifacts
 from mincap.results.stored import (
     config_of,
@@ -251,6 +251,19 @@ def _point(r: dict[str, Any], x: float) -> dict[str, Any]:
             "two_part": (c.get("two_part") or {}).get("total_bits"), "replicates": _replicates(c)}
 
 
+def _searched(rung: dict[str, Any]) -> str:
+    """What the search of an unplaced rung did, as measured: ' (best 98.60% validation, 12 networks
+    trained in 1.00 h)'; '' where the summary does not say."""
+    front = rung.get("pareto_front") or []
+    if not front:
+        return ""
+    best = max(row["val_acc"] for row in front)
+    n = ((rung.get("states") or {}).get("COMPLETE") or {}).get("trials")
+    wall = rung.get("search_wall_s")
+    trained = f", {n} networks trained" if n is not None else ""
+    return f" (best {fmt_acc(best)} validation{trained}{f' in {fmt_duration(wall)}' if wall else ''})"
+
+
 def ladder_info(rungs: list[dict[str, Any]], estimator: str, *, data_dir=None, compute: bool = True,
                 artifacts: list[dict[str, Any]] | None = None) -> LadderInfo:
     """Figure 1's data: each rung with a chosen network and an estimate is a point (X, artifact bits).
@@ -263,7 +276,7 @@ def ladder_info(rungs: list[dict[str, Any]], estimator: str, *, data_dir=None, c
         x = entropy_x(r, estimator, data_dir=data_dir, compute=compute)
         c = r.get("chosen")
         if c is None:
-            skipped[rung_name(r)] = f"no network reached {fmt_target(r['target'])}"
+            skipped[rung_name(r)] = f"no network reached {fmt_target(r['target'])}{_searched(r)}"
         elif x is None:
             skipped[rung_name(r)] = f"no {estimator} estimate"
         else:

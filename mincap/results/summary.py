@@ -30,7 +30,7 @@ from mincap.entropy import cache as entropy_cache
 from mincap.errors import MincapError
 from mincap.report import fmt_acc, fmt_bits
 from mincap.search.replicates import replicate_trial, stored_replicates
-from mincap.search.storage import search_wall_s
+from mincap.search.storage import last_heartbeats, search_wall_s, trial_spans
 from mincap.train import final_test_accuracy
 from mincap.twopart import two_part_code
 
@@ -141,12 +141,14 @@ def summarize(study, *, target: float, dataset: str, read_artifact=None, data_di
     `replicates=K` (needs `study_cfg`, the `StudyConfig`): retrain the chosen configuration with
     K more seeds; without it, replicates stored by an earlier request are shown."""
     trials = study.get_trials(deepcopy=False)
+    heartbeats = last_heartbeats(study._storage)
+    spans = trial_spans(trials, heartbeats)  # a trial failed as stale ends when it was last alive
     states: dict[str, dict[str, float]] = {}
     for t in trials:
         s = states.setdefault(t.state.name, {"trials": 0, "time_s": 0.0})
         s["trials"] += 1
-        if t.datetime_start and t.datetime_complete:
-            s["time_s"] += (t.datetime_complete - t.datetime_start).total_seconds()
+        if t.number in spans:
+            s["time_s"] += (spans[t.number][1] - spans[t.number][0]).total_seconds()
     complete = [t for t in trials if t.state.name == "COMPLETE" and t.values]
     front = []
     for t in sorted(complete, key=lambda t: (t.values[0], -t.values[1])):
@@ -180,7 +182,7 @@ def summarize(study, *, target: float, dataset: str, read_artifact=None, data_di
     pruned = [{"trial": t.number, "reason": _pruned_reason(t)} for t in trials if t.state.name == "PRUNED"]
     return {
         "study": study.study_name, "dataset": dataset, "target": target, "n_trials": len(trials),
-        "states": states, "search_wall_s": round(search_wall_s(trials), 1),
+        "states": states, "search_wall_s": round(search_wall_s(trials, heartbeats), 1),
         "early_stop_saved_s": round(saved, 1), "pareto_front": front, "chosen": chosen,
         "failures": fails, "pruned": pruned, "entropy": entropy_cache.newest(dataset, data_dir),
         # Validation = the training set itself (mnist-random-N); None for an ordinary dataset.

@@ -24,6 +24,7 @@ from the URL and the study name alone.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import time
 import warnings
 from pathlib import Path
@@ -43,8 +44,8 @@ from mincap.search.artifact_db import RDBArtifactStore
 from mincap.search.server import ResilientRDBStorage, is_server, server_engine, wait_for_restarts
 from mincap.study import StudyConfig, parse_study
 
-__all__ = ["artifact_bytes", "artifact_store", "is_journal", "make_sampler", "make_storage", "open_study", "search_wall_s",
-           "stored_config"]
+__all__ = ["artifact_bytes", "artifact_store", "is_journal", "last_heartbeats", "make_sampler", "make_storage",
+           "open_study", "search_wall_s", "stored_config", "trial_spans"]
 
 CONFIG_ATTR = "mincap_study_file"  # study user attribute: the text of the study file that made it
 
@@ -53,15 +54,48 @@ def is_journal(url: str) -> bool:
     return url.endswith((".log", ".journal")) and "://" not in url
 
 
-def search_wall_s(trials) -> float:
-    """Wall time spent searching, over all `mincap search` runs and workers: the union of the
-    trials' intervals (a budget in the study file says nothing about how often it was run)."""
+def last_heartbeats(storage) -> dict[int, Any]:
+    """{trial_id: the trial's last heartbeat (naive UTC datetime)} of an RDB storage; {} for others.
+
+    The time a trial was last alive: for one failed as stale (its worker killed, found by a later
+    run), `datetime_complete` is when it was found, maybe a day later."""
+    storage = getattr(storage, "_backend", storage)  # Optuna wraps an RDB storage in a cache
+    engine = getattr(storage, "engine", None)
+    if engine is None:
+        return {}
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT trial_id, heartbeat FROM trial_heartbeats")).fetchall()
+    except Exception:  # an older schema, a server gone: fall back on the cap in `trial_spans`
+        return {}
+    out = {}
+    for tid, hb in rows:
+        out[tid] = dt.datetime.fromisoformat(hb) if isinstance(hb, str) else hb
+    return out
+
+
+def trial_spans(trials, heartbeats: dict[int, Any] | None = None) -> dict[int, tuple]:
+    """{trial number: (start, end)} of the trials that ran. A FAILED trial ends at its last
+    heartbeat where known, and in any case after at most the longest trial that ended by itself."""
     timed = [t for t in trials if t.datetime_start and t.datetime_complete]
-    # A trial failed as stale (its worker killed, found by a later run) completes when it is
-    # found, maybe a day later: its span is capped at the longest trial that ended by itself.
     cap = max(((t.datetime_complete - t.datetime_start) for t in timed if t.state.name != "FAIL"), default=None)
-    spans = sorted((t.datetime_start, t.datetime_complete if cap is None or t.state.name != "FAIL"
-                    else min(t.datetime_complete, t.datetime_start + cap)) for t in timed)
+    spans = {}
+    for t in timed:
+        end = t.datetime_complete
+        if t.state.name == "FAIL":
+            hb = (heartbeats or {}).get(t._trial_id)
+            if hb is not None and t.datetime_start <= hb < end:
+                end = hb
+            if cap is not None:
+                end = min(end, t.datetime_start + cap)
+        spans[t.number] = (t.datetime_start, end)
+    return spans
+
+
+def search_wall_s(trials, heartbeats: dict[int, Any] | None = None) -> float:
+    """Wall time spent searching, over all `mincap search` runs and workers: the union of the
+    trials' intervals (`trial_spans`; a budget in the study file says nothing about how often it was run)."""
+    spans = sorted(trial_spans(trials, heartbeats).values())
     wall, end = 0.0, None
     for a, b in spans:
         if end is None or a > end:

@@ -83,3 +83,25 @@ def test_a_trial_failed_as_stale_a_day_later_counts_at_most_the_longest_trial():
     killed.datetime_start, killed.datetime_complete = t0 + dt.timedelta(seconds=25), t0 + dt.timedelta(days=1)
     study.add_trial(killed)
     assert search_wall_s(study.get_trials()) == 25.0 + 15.0  # capped at the 15 s of the longest trial
+
+
+def test_a_stale_trial_ends_at_its_last_heartbeat(tmp_path):
+    from mincap.search.storage import last_heartbeats, search_wall_s, trial_spans
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'h.db'}", heartbeat_interval=60)
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    storage.record_heartbeat(trial._trial_id)
+    (tid, beat), = last_heartbeats(study._storage).items()
+    assert tid == trial._trial_id and abs((beat - dt.datetime.now()).total_seconds()) < 3600 * 24
+    assert last_heartbeats(optuna.create_study()._storage) == {}  # in memory: no heartbeats, no error
+
+    done = _study([(0, 100, 1, 0.5)])
+    killed = optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL)
+    t0 = dt.datetime(2026, 1, 1)
+    killed.datetime_start, killed.datetime_complete = t0 + dt.timedelta(seconds=200), t0 + dt.timedelta(days=1)
+    done.add_trial(killed)
+    trials = done.get_trials()
+    beats = {trials[1]._trial_id: t0 + dt.timedelta(seconds=230)}
+    assert trial_spans(trials, beats)[1] == (t0 + dt.timedelta(seconds=200), t0 + dt.timedelta(seconds=230))
+    assert search_wall_s(trials, beats) == 130.0 and search_wall_s(trials) == 200.0  # else the cap: 100 s
