@@ -328,7 +328,7 @@ def pareto_info(rung: dict[str, Any]) -> ParetoInfo:
     target = rung["target"]
     if front:
         accs = [a for _, a in front]
-        lo = max(min(accs), target - 0.06)
+        lo = max(min(min(accs), target), target - 0.06)  # the target line always in view
         hi = min(1.0, max(max(accs), target) + 0.01)
         ylim = (lo - 0.005, hi + 0.002)
     else:

@@ -76,6 +76,10 @@ def test_pareto_info_splits_the_front_at_the_target(summaries):
     assert info.chosen["artifact_bits"] == 14000
     empty = ladder.pareto_info(dict(summaries["mnist"], pareto_front=[], chosen=None))
     assert empty.front == [] and empty.chosen is None and empty.ylim == (0.99 - 0.05, 1.0)
+    # every point above the target (mnist-k2's front at 99.75-99.95%): the target line stays in view
+    above = ladder.pareto_info(dict(summaries["mnist"], pareto_front=[
+        dict(summaries["mnist"]["pareto_front"][1], val_acc=0.9975)]))
+    assert above.ylim[0] < 0.99 < above.ylim[1]
 
 
 def test_report_rows(summaries):
