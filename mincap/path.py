@@ -9,9 +9,10 @@ quantized layer wider than B goes to B; `bits=B1:B2:...`: one width per
 conv/linear layer) -- fine-tuning `comp.prune_finetune_epochs` epochs after each
 step. `side=B` stores the symmetric layers' biases and scale exponents at B bits
 from that step on (`CompactSide.from_float`; a step of `side=B` alone trains
-nothing: the same weights, exported again). At every step the network is exported to a `.mincap` artifact, the artifact
-is DECODED, and the decoded network is evaluated on the validation split; the
-step's (artifact bits, validation accuracy) and its bytes are kept.
+nothing: the same weights, exported again). At every step the network is exported
+to a `.mincap` artifact, the artifact is DECODED, and the decoded network is
+evaluated on the validation split; the step's (artifact bits, validation accuracy)
+and its bytes are kept.
 
 `PathResult.chosen` is the smallest step (fewest artifact bits) whose validation
 accuracy reaches the target. Steps are cumulative, so later steps are usually but
