@@ -8,6 +8,7 @@ fixed width and compare with golden text.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 
 from rich.console import Console
@@ -16,10 +17,38 @@ from rich.table import Table
 
 __all__ = [
     "console", "epoch_progress", "fmt_acc", "fmt_bits", "fmt_bits_unit", "fmt_duration", "fmt_target",
-    "render", "size_table", "train_table",
+    "render", "size_table", "spec_short", "train_table",
 ]
 
 _stderr = Console(stderr=True)
+
+
+def spec_short(spec_json: str | None, bits_per_layer=None) -> str:
+    """A compact spec: conv blocks as channels x kernel (`sep`: depthwise-separable, /p2 = 2x2 pool),
+    head, hidden, bits per layer (a separable block has two: depthwise, then 1x1)."""
+    if not spec_json:
+        return "-"
+    try:
+        d = json.loads(spec_json)
+    except ValueError:
+        return spec_json
+    parts = []
+    convs = d.get("convs") or []
+    if convs:
+        parts.append("conv " + " ".join(
+            f"{c[0]}x{c[1]}" + ("sep" if c[5:6] == [1] else "") + (f"s{c[2]}" if c[2] != 1 else "")
+            + (f"/p{c[3]}" if c[3] > 1 else "")
+            for c in convs))
+    if d.get("family") == "cnn" and convs:
+        parts.append(d.get("head", "flatten"))
+    if d.get("hidden"):
+        parts.append("fc " + "-".join(map(str, d["hidden"])))
+    if d.get("batch_norm"):
+        parts.append("bn")
+    text = ", ".join(parts) or d.get("family", "?")
+    if bits_per_layer:
+        text += f"; bits {'/'.join(map(str, bits_per_layer))}"
+    return text
 
 
 def console() -> Console:

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from mincap.report import fmt_acc, fmt_bits, render, train_table
+from mincap.report import fmt_acc, fmt_bits, render, spec_short, train_table
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -16,3 +16,12 @@ def test_train_table_golden():
 def test_formatters():
     assert fmt_acc(0.99123) == "99.12%" and fmt_acc(None) == "-"
     assert fmt_bits(15999.6) == "16,000" and fmt_bits(None) == "-"
+
+
+def test_spec_short():
+    assert spec_short('{"family":"mlp","hidden":[32]}') == "fc 32"
+    assert spec_short(None) == "-"
+    assert spec_short('{"family":"cnn","convs":[[4,5,2,1,1]],"head":"flatten"}', [8, 4]) == (
+        "conv 4x5s2, flatten; bits 8/4")
+    sep = '{"family":"cnn","convs":[[8,3,1,2,0],[16,3,1,1,0,1],[16,3,1,1,0,0]],"head":"gap"}'
+    assert spec_short(sep) == "conv 8x3/p2 16x3sep 16x3, gap"

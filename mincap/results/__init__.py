@@ -41,7 +41,7 @@ _EXPORTS = {
     "pareto_info": "mincap.results.ladder",
     "report_rows": "mincap.results.ladder",
     "save_summaries": "mincap.results.ladder",
-    "spec_short": "mincap.results.ladder",
+    "spec_short": "mincap.report",
     "draw_ladder": "mincap.results.figures",
     "draw_pareto": "mincap.results.figures",
     "pareto_path": "mincap.results.figures",

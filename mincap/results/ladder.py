@@ -35,7 +35,7 @@ from mincap.data.variants import LADDER
 from mincap.entropy import PREQUENTIAL_ESTIMATORS
 from mincap.entropy import cache as entropy_cache
 from mincap.errors import MincapError
-from mincap.report import fmt_acc, fmt_duration, fmt_target
+from mincap.report import fmt_acc, fmt_duration, fmt_target, spec_short
 from mincap.results.artifacts import place_artifacts
 from mincap.results.stored import (
     config_of,
@@ -338,34 +338,6 @@ def pareto_info(rung: dict[str, Any]) -> ParetoInfo:
 
 
 # --- report data ---------------------------------------------------------------------------
-
-
-def spec_short(spec_json: str | None, bits_per_layer=None) -> str:
-    """A compact spec: conv blocks as channels x kernel (`sep`: depthwise-separable, /p2 = 2x2 pool),
-    head, hidden, bits per layer (a separable block has two: depthwise, then 1x1)."""
-    if not spec_json:
-        return "-"
-    try:
-        d = json.loads(spec_json)
-    except ValueError:
-        return spec_json
-    parts = []
-    convs = d.get("convs") or []
-    if convs:
-        parts.append("conv " + " ".join(
-            f"{c[0]}x{c[1]}" + ("sep" if c[5:6] == [1] else "") + (f"s{c[2]}" if c[2] != 1 else "")
-            + (f"/p{c[3]}" if c[3] > 1 else "")
-            for c in convs))
-    if d.get("family") == "cnn" and convs:
-        parts.append(d.get("head", "flatten"))
-    if d.get("hidden"):
-        parts.append("fc " + "-".join(map(str, d["hidden"])))
-    if d.get("batch_norm"):
-        parts.append("bn")
-    text = ", ".join(parts) or d.get("family", "?")
-    if bits_per_layer:
-        text += f"; bits {'/'.join(map(str, bits_per_layer))}"
-    return text
 
 
 def cpu_time_s(rung: dict[str, Any]) -> float:

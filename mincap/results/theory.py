@@ -15,7 +15,7 @@ from typing import Any
 
 from mincap.report import fmt_acc, fmt_duration, fmt_target
 from mincap.results.capacity import capacity_info
-from mincap.results.ladder import spec_short
+from mincap.report import spec_short
 from mincap.results.locality import CELLS, locality_info
 from mincap.results.stored import read_summary
 from mincap.results.theory_figures import plot_capacity, plot_locality

@@ -90,15 +90,6 @@ def test_report_rows(summaries):
     assert (row["artifact_bits"], row["complete"], row["cpu_s"], row["budget"]) == (14000, 59, 1802.0, "-")
 
 
-def test_spec_short():
-    assert ladder.spec_short('{"family":"mlp","hidden":[32]}') == "fc 32"
-    assert ladder.spec_short(None) == "-"
-    assert ladder.spec_short('{"family":"cnn","convs":[[4,5,2,1,1]],"head":"flatten"}', [8, 4]) == (
-        "conv 4x5s2, flatten; bits 8/4")
-    sep = '{"family":"cnn","convs":[[8,3,1,2,0],[16,3,1,1,0,1],[16,3,1,1,0,0]],"head":"gap"}'
-    assert ladder.spec_short(sep) == "conv 8x3/p2 16x3sep 16x3, gap"
-
-
 # --- issue 16: two-part codes, prequential codes, replicates, files, MacKay's width ---------
 
 
