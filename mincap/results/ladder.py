@@ -23,7 +23,6 @@ draws them, `mincap.results.markdown` writes `report_rows` as a table.
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 import platform

@@ -13,9 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mincap.report import fmt_acc, fmt_duration, fmt_target
+from mincap.report import fmt_acc, fmt_duration, fmt_target, spec_short
 from mincap.results.capacity import capacity_info
-from mincap.report import spec_short
 from mincap.results.locality import CELLS, locality_info
 from mincap.results.stored import read_summary
 from mincap.results.theory_figures import plot_capacity, plot_locality
