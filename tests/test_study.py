@@ -7,10 +7,17 @@ from mincap.study import DEFAULT_STUDY, StudyConfig, load_study_file, parse_stud
 
 def test_default_study_file_parses():
     cfg = load_study_file(DEFAULT_STUDY)
-    # issue 15 changed the space: a new study name and database; studies/history/mnist-99.db is kept
-    assert cfg.study.name == "mnist-99-v2" and cfg.study.target == 0.99 and cfg.study.dataset == "mnist"
-    assert cfg.storage_url.startswith("sqlite:///") and cfg.storage_url.endswith("mnist-99-v2.db")
+    # a changed space means a new study name and database; earlier studies are kept in studies/history/
+    assert cfg.study.name == "mnist-99-v3" and cfg.study.target == 0.99 and cfg.study.dataset == "mnist"
+    assert cfg.storage_url.startswith("sqlite:///") and cfg.storage_url.endswith("studies/mnist-99-v3.db")
+    assert all(p.split(";")[0] == "side=6" for p in cfg.space.paths)  # v3: every path starts at side=6
     assert cfg.space.bits == (2, 5) and cfg.space.quantizers == ("lsq",) and isinstance(cfg.space.families, tuple)
+
+
+def test_history_study_files_still_open_their_databases():
+    for name in ("mnist-99", "mnist-99-v2"):
+        cfg = load_study_file(f"studies/history/{name}.toml")
+        assert cfg.study.name == name and cfg.storage_url.endswith(f"studies/history/{name}.db")
 
 
 def test_defaults_when_tables_missing():
