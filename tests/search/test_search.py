@@ -136,7 +136,10 @@ def test_ctrl_c_or_sigterm_marks_the_running_trial_and_exits_cleanly(tmp_path, m
     f = make_study(tmp_path, name="intr", limit=3000, epochs=6)
     cmd = [sys.executable, "-m", "mincap.cli", "search", str(f), "--trials", "3", "--no-progress",
            "--workers", str(workers)]
-    p = subprocess.Popen(cmd, env=_env(mnist_root), stderr=subprocess.PIPE, text=True)
+    # A shell that starts the test run in the background (`cmd &`) ignores SIGINT, and the child
+    # would inherit that: restore the default so Ctrl-C reaches mincap as it does in a terminal.
+    p = subprocess.Popen(cmd, env=_env(mnist_root), stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     number = _wait_running(f, p)
     assert number is not None
     p.send_signal(sig)
