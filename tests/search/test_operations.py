@@ -1,7 +1,6 @@
-import signal
-
 """Issue 13's search operations: missing data, stale trials, the live table, the deadline, clean stops."""
 
+import signal
 import subprocess
 import sys
 import time
