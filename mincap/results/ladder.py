@@ -67,7 +67,6 @@ __all__ = [
     "report_rows",
     "rung_name",
     "save_summaries",
-    "spec_short",
 ]
 
 # Estimators cheap and deterministic enough to compute when a summary lacks them (< a few s).

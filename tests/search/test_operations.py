@@ -1,13 +1,11 @@
 """Issue 13's search operations: missing data, stale trials, the live table, the deadline, clean stops."""
 
-import signal
-import subprocess
 import sys
 import time
 
 import optuna
 import pytest
-from test_search import _env, _trials, _wait_running, make_study
+from test_search import _env, _spawn_interruptible, _trials, _wait_running, make_study
 
 from mincap.cli import main
 from mincap.report import render
@@ -86,10 +84,7 @@ def test_timeout_stops_the_running_trial_at_the_deadline(tmp_path, mnist_root):
 def test_stop_prints_one_line_per_trial_and_no_traceback(tmp_path, mnist_root, sig, name):
     f = make_study(tmp_path, name=f"stop{sig}", limit=3000, epochs=6)
     cmd = [sys.executable, "-m", "mincap.cli", "search", str(f), "--trials", "3", "--no-progress"]
-    # A shell that starts the test run in the background (`cmd &`) ignores SIGINT, and the child
-    # would inherit that: restore the default so Ctrl-C reaches mincap as it does in a terminal.
-    p = subprocess.Popen(cmd, env=_env(mnist_root), stderr=subprocess.PIPE, text=True,
-                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    p = _spawn_interruptible(cmd, _env(mnist_root))
     number = _wait_running(f, p)
     assert number is not None
     p.send_signal(sig)

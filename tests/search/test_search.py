@@ -28,6 +28,16 @@ def _env(mnist_root):
     return {**os.environ, "MINCAP_DATA": str(mnist_root), "MINCAP_THREADS": "1"}
 
 
+def _spawn_interruptible(cmd, env):
+    """`mincap search` as a child that a SIGINT stops, its stderr piped as text.
+
+    A shell that starts the test run in the background (`cmd &`) ignores SIGINT, and the child
+    would inherit that: the default is restored so Ctrl-C reaches mincap as it does in a terminal.
+    """
+    return subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
 def _trials(f):
     cfg = load_study_file(f)
     return optuna.load_study(study_name=cfg.study.name, storage=cfg.storage_url).get_trials()
@@ -136,10 +146,7 @@ def test_ctrl_c_or_sigterm_marks_the_running_trial_and_exits_cleanly(tmp_path, m
     f = make_study(tmp_path, name="intr", limit=3000, epochs=6)
     cmd = [sys.executable, "-m", "mincap.cli", "search", str(f), "--trials", "3", "--no-progress",
            "--workers", str(workers)]
-    # A shell that starts the test run in the background (`cmd &`) ignores SIGINT, and the child
-    # would inherit that: restore the default so Ctrl-C reaches mincap as it does in a terminal.
-    p = subprocess.Popen(cmd, env=_env(mnist_root), stderr=subprocess.PIPE, text=True,
-                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    p = _spawn_interruptible(cmd, _env(mnist_root))
     number = _wait_running(f, p)
     assert number is not None
     p.send_signal(sig)
