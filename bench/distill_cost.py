@@ -1,6 +1,6 @@
 """What distillation costs per training step: a student epoch with and without a teacher forward.
 
-mincap.distill runs the teacher on every augmented batch (soft targets of the shifted
+mincap.training.distill runs the teacher on every augmented batch (soft targets of the shifted
 images the student sees) instead of precomputing logits of unshifted images. This
 prints the time of one epoch of the student alone, with the teacher's forward, and
 the ratio, so the choice can be re-measured on any machine.
@@ -23,7 +23,9 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None)
     args = ap.parse_args()
 
-    from mincap import data, models, train
+    from mincap import data
+    from mincap.nets import models
+    from mincap.training import engine as train
 
     train.setup_threads(args.threads)
     splits = data.load("mnist", root=args.data_dir, limit=args.limit)

@@ -43,9 +43,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout's mincap, wherever the script is run from
 
+from mincap.config.study import load_study_file  # noqa: E402
 from mincap.entropy import cache as entropy_cache  # noqa: E402
 from mincap.search.storage import last_heartbeats, open_study, search_wall_s  # noqa: E402
-from mincap.study import load_study_file  # noqa: E402
 
 LADDER = ("mnist-binary", "mnist-k7", "mnist-k4", "mnist-k2", "mnist-14", "mnist-7", "digits")
 GROUPS = {

@@ -4,12 +4,12 @@ Trial settings are sampled from the default study's space (`mincap.search.sample
 a seeded `RandomSampler` on an in-memory Optuna study) with the number of epochs fixed;
 only the float training phase is timed (the part every trial spends most of its time in).
 
-(a) sequential: one after another with `mincap.train.train` in this process (all cores);
+(a) sequential: one after another with `mincap.training.engine.train` in this process (all cores);
 (b) the fast ways, in the same run (`--fast`, comma-separated):
-    batched  `mincap.batched.train_many`: trials of one layer structure in one max-width
+    batched  `mincap.training.batched.train_many`: trials of one layer structure in one max-width
              masked computation (grouped convs; data on the device, cuda when present);
     workers  `--workers` spawned processes of one torch thread each, every one training
-             whole trials with `mincap.train.train` (the data loaded once per process).
+             whole trials with `mincap.training.engine.train` (the data loaded once per process).
 Prints trials per hour for each, the ratio to (a), and the largest validation-accuracy
 difference from (a) per trial (same seeds; float noise only, checked against `--acc-tol`).
 
@@ -40,8 +40,8 @@ def sample_settings(n: int, epochs: int, seed: int, structures: int, in_shape, n
     """`n` (spec, TrainConfig) pairs from the default study's space, reproducible for `seed`."""
     import optuna
 
+    from mincap.config.study import StudyConfig, load_study_file
     from mincap.search import sample_trial
-    from mincap.study import StudyConfig, load_study_file
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # The default study's space (studies/mnist-99.toml), the dataclass defaults outside a checkout.
@@ -69,7 +69,7 @@ def sample_settings(n: int, epochs: int, seed: int, structures: int, in_shape, n
 
 
 def run_sequential(settings, splits):
-    from mincap.train import init_model, train
+    from mincap.training.engine import init_model, train
 
     accs, t0 = [], time.perf_counter()
     for spec, cfg in settings:
@@ -79,7 +79,7 @@ def run_sequential(settings, splits):
 
 
 def run_batched(settings, splits, device):
-    from mincap.batched import group_trials, train_many
+    from mincap.training.batched import group_trials, train_many
 
     specs = [s for s, _ in settings]
     cfgs = [c for _, c in settings]
@@ -95,15 +95,16 @@ _worker_splits = None
 def _worker_init(data_dir, limit):  # pragma: no cover - child process
     global _worker_splits
     from mincap import data
-    from mincap.train import setup_threads
+    from mincap.training.engine import setup_threads
 
     setup_threads(1)
     _worker_splits = data.load("mnist", root=data_dir, limit=limit or None)
 
 
 def _worker_trial(job):  # pragma: no cover - child process
-    from mincap.models import Spec
-    from mincap.train import TrainConfig, init_model, train
+    from mincap.config import TrainConfig
+    from mincap.nets.models import Spec
+    from mincap.training.engine import init_model, train
 
     spec_json, cfg_dict = job
     spec = Spec.from_json(spec_json)
@@ -126,9 +127,10 @@ def run_workers(settings, n_workers: int, data_dir, limit):
 
 def first_99(splits, data_dir, max_epochs: int):
     """Seconds until the `tiny` preset's test accuracy first reaches 0.99 (None if it does not)."""
-    from mincap.data import load_test
-    from mincap.models import PRESETS
-    from mincap.train import TrainConfig, evaluate, init_model, train
+    from mincap.config import TrainConfig
+    from mincap.evaluation.holdout import load_test
+    from mincap.nets.models import PRESETS
+    from mincap.training.engine import evaluate, init_model, train
 
     test = load_test("mnist", root=data_dir)
     model = init_model(PRESETS["tiny"], 0)
@@ -170,7 +172,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
 
     from mincap import data
-    from mincap.train import pick_device, setup_threads
+    from mincap.training.engine import pick_device, setup_threads
 
     threads = setup_threads(args.threads or None)
     device = pick_device(args.device)

@@ -41,8 +41,8 @@ from pathlib import Path
 
 import torch
 
+from mincap.config.study import DEFAULT_STUDY, StudyConfig, load_study_file
 from mincap.search import SearchOptions, open_study, run_search
-from mincap.study import DEFAULT_STUDY, StudyConfig, load_study_file
 
 ROOT = Path(__file__).resolve().parent.parent
 

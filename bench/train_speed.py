@@ -1,6 +1,6 @@
 """One epoch of the same network, two ways, in one run: mincap's engine vs the pytorch/examples loop.
 
-(a) mincap.train: the train split as one float tensor, `randperm` batches, AdamW + one-cycle;
+(a) mincap.training.engine: the train split as one float tensor, `randperm` batches, AdamW + one-cycle;
 (b) the classic loop: torchvision's MNIST dataset with ToTensor + Normalize applied per sample,
     a DataLoader with batch 64, Adadelta as in pytorch/examples mnist/main.py.
 Prints samples/s for both, the ratio (b's time / a's time), and the FLOP rate (a) achieves
@@ -69,7 +69,7 @@ def classic_epoch(spec, root: Path, limit: int, seed: int) -> float:
     import torch.nn.functional as F
     from torchvision import datasets, transforms
 
-    from mincap.train import init_model
+    from mincap.training.engine import init_model
 
     # torchvision wants the raw files extracted in a writable folder: copy them once, untimed.
     tmp = Path(tempfile.mkdtemp())
@@ -102,7 +102,9 @@ def main() -> None:
 
     import torch
 
-    from mincap import data, models, train
+    from mincap import data
+    from mincap.nets import models
+    from mincap.training import engine as train
 
     n = train.setup_threads(args.threads)
     root = data.data_dir(args.data_dir)

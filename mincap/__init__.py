@@ -10,29 +10,32 @@ import importlib
 
 __version__ = "0.1.0"
 
-# Not `train` itself: once the submodule `mincap.train` is imported, Python binds that
-# name on the package, so `mincap.train` would be the module or the function depending
-# on import order. Call `mincap.train.train`.
 _EXPORTS = {
     "MincapError": "mincap.errors",
     "NonFiniteLoss": "mincap.errors",
-    "Spec": "mincap.models",
-    "Conv": "mincap.models",
-    "PRESETS": "mincap.models",
-    "build": "mincap.models",
-    "count_params": "mincap.models",
-    "TrainConfig": "mincap.train",
-    "evaluate": "mincap.train",
-    "init_model": "mincap.train",
-    "final_test_accuracy": "mincap.train",
+    "Spec": "mincap.nets.models",
+    "Conv": "mincap.nets.models",
+    "PRESETS": "mincap.nets.models",
+    "build": "mincap.nets.models",
+    "count_params": "mincap.nets.models",
+    "TrainConfig": "mincap.config",
+    "evaluate": "mincap.training.engine",
+    "init_model": "mincap.training.engine",
+    "final_test_accuracy": "mincap.evaluation.holdout",
     "load": "mincap.data",
-    "load_test": "mincap.data",
-    "CompressConfig": "mincap.compress",
-    "train_compressed": "mincap.compress",
-    "train_many": "mincap.batched",
-    "StudyConfig": "mincap.study",
+    "load_test": "mincap.evaluation.holdout",
+    "CompressConfig": "mincap.config",
+    "train_compressed": "mincap.compression.qat",
+    "train_many": "mincap.training.batched",
+    "StudyConfig": "mincap.config.study",
     "SearchOptions": "mincap.search.run",
     "run_search": "mincap.search.run",
+    # the file format: write a trained network, read a file back into one
+    "export": "mincap.format.writer",
+    "decode": "mincap.format.container",
+    "verify_file": "mincap.evaluation.verify",
+    "compression_path": "mincap.compression.path",
+    "sealed": "mincap.evaluation.holdout",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -7,7 +7,7 @@ with its code. Bugs stay ordinary exceptions with tracebacks.
 
 from __future__ import annotations
 
-__all__ = ["MincapError", "NonFiniteLoss", "Terminated"]
+__all__ = ["HoldoutClosed", "MincapError", "NonFiniteLoss", "Terminated"]
 
 
 class MincapError(Exception):
@@ -20,6 +20,11 @@ class MincapError(Exception):
 
 class NonFiniteLoss(RuntimeError):
     """Training diverged (loss became NaN or inf); search marks the trial failed."""
+
+
+class HoldoutClosed(RuntimeError):
+    """Code read the test set where it must not: outside `mincap.evaluation.holdout`, or while the
+    holdout is sealed. A bug, not bad input, so it keeps its traceback."""
 
 
 class Terminated(KeyboardInterrupt):

@@ -118,7 +118,7 @@ def train_table(out: dict) -> Table:
 
 @contextlib.contextmanager
 def epoch_progress(epochs: int, *, enabled: bool = True, label: str = "training") -> Iterator:
-    """A progress bar over epochs; yields the `on_epoch` callback for `mincap.train.train`."""
+    """A progress bar over epochs; yields the `on_epoch` callback for `mincap.training.engine.train`."""
     if not enabled:
         yield lambda stats: None
         return

@@ -36,6 +36,15 @@ def mnist_small(mnist_root):
 
 @pytest.fixture(autouse=True)
 def _threads():
-    from mincap.train import setup_threads
+    from mincap.training.engine import setup_threads
 
     setup_threads(int(os.environ.get("MINCAP_TEST_THREADS", "2")))
+
+
+@pytest.fixture
+def part():
+    """`part(name, root, train)`: a dataset part's raw arrays, the test part through the holdout door."""
+    from mincap import data
+    from mincap.evaluation import holdout
+
+    return lambda name, root, train: data.load_arrays(name, root, True) if train else holdout.test_arrays(name, root)

@@ -1,6 +1,6 @@
 """The `mincap` command line: parse, call the library, print. Heavy imports (torch, optuna,
 matplotlib) happen inside the commands, so `mincap --help` answers instantly; each command's
-defaults come from the library's dataclasses (`mincap.config`, `mincap.study`), the single
+defaults come from the library's dataclasses (`mincap.config`, `mincap.config.study`), the single
 source of truth shared with the Python API.
 
 - `args`: options shared by several commands;

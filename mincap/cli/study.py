@@ -93,8 +93,8 @@ def _study_cfg(args):
     from the study itself (it keeps them: `mincap.search.storage.stored_config`)."""
     from dataclasses import replace
 
+    from mincap.config.study import load_study_file
     from mincap.search.storage import stored_config
-    from mincap.study import load_study_file
 
     if args.study_file is None and args.storage and args.study:
         return stored_config(args.storage, args.study)
@@ -176,7 +176,7 @@ def add_export(sub) -> None:
 
 
 def _cmd_export(args) -> int:
-    from mincap.artifact import write
+    from mincap.format.container import write
     from mincap.results.summary import pick_trial
     from mincap.search.storage import artifact_bytes, open_study
 
@@ -188,10 +188,10 @@ def _cmd_export(args) -> int:
         print(f"wrote {args.output}: trial {trial.number}, {trial.user_attrs['artifact_bits']:,} bits", file=sys.stderr)
         return 0
     from mincap import data as datasets
-    from mincap.artifact import decode
-    from mincap.compress import reexport
     from mincap.errors import MincapError
-    from mincap.train import evaluate
+    from mincap.format.container import decode
+    from mincap.format.writer import reexport
+    from mincap.training.engine import evaluate
 
     if not 2 <= args.side <= 8:
         raise MincapError(f"--side must be in 2..8, got {args.side}")

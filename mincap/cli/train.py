@@ -34,7 +34,7 @@ def add_train(sub) -> None:
     p.add_argument("--test", action="store_true",
                    help="also evaluate the final network on the test set (a report, not for choosing; "
                         "without it the test set is never read)")
-    g = p.add_argument_group("distillation (see mincap.distill)")
+    g = p.add_argument_group("distillation (see mincap.training.distill)")
     g.add_argument("--teacher", default=None, metavar="ARCH",
                    help="distill from this teacher (a preset or JSON spec), trained once per dataset/split/recipe "
                         "on the train split and cached")
@@ -56,7 +56,7 @@ def _add_compress_args(p: argparse.ArgumentParser) -> None:
     from mincap.config import CRITERIA, QUANTIZERS, CompressConfig
 
     d = defaults(CompressConfig)
-    g = p.add_argument_group("compression (writes a .mincap artifact; see mincap.compress)")
+    g = p.add_argument_group("compression (writes a .mincap artifact; see mincap.compression.qat)")
     bits = g.add_mutually_exclusive_group()
     bits.add_argument("--bits", type=int, default=None, help="weight bit width 1..8 for every conv/linear layer")
     bits.add_argument("--bits-per-layer", type=_bits_list, default=None, metavar="B1,B2,...",
@@ -84,7 +84,7 @@ def _add_compress_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--path", default=None, metavar="STEPS",
                    help="a compression path after training: ';'-separated steps, each 'prune=R', "
                         "'sparsity=S' and/or 'bits=B' (comma-joined), e.g. 'sparsity=0.3;sparsity=0.5;bits=2' "
-                        "(see mincap.path); every step is exported, decoded and evaluated on validation")
+                        "(see mincap.compression.path); every step is exported, decoded and evaluated on validation")
     g.add_argument("--target", type=float, default=None,
                    help="with --path: the validation accuracy the chosen (smallest) step must reach")
     g.add_argument("--path-dir", default=None, metavar="DIR", help="with --path: write every step's .mincap here")
@@ -98,14 +98,14 @@ def _compress_requested(args) -> bool:
 
 def _cmd_train(args) -> int:
     from mincap.config import CompressConfig, TrainConfig
-    from mincap.experiment import (
+    from mincap.report import console, epoch_progress, size_table, train_table
+    from mincap.training.experiment import (
         Experiment,
         NoStepReachesTarget,
         load_experiment,
         run_experiment,
         total_epochs,
     )
-    from mincap.report import console, epoch_progress, size_table, train_table
 
     comp = None
     if _compress_requested(args):
@@ -201,7 +201,7 @@ def _cmd_entropy(args) -> int:
 
     names = args.estimator or [e for e in entropy.ESTIMATORS if e != "prequential-switch"]
     if set(names) & set(entropy.PREQUENTIAL_ESTIMATORS):
-        from mincap.train import setup_threads
+        from mincap.training.engine import setup_threads
 
         setup_threads(args.threads)
     rows = []
@@ -238,9 +238,9 @@ def add_verify(sub) -> None:
 
 
 def _cmd_verify(args) -> int:
+    from mincap.evaluation.verify import verify_file
     from mincap.report import console, size_table
-    from mincap.train import setup_threads
-    from mincap.verify import verify_file
+    from mincap.training.engine import setup_threads
 
     setup_threads(args.threads)
     out = verify_file(args.file, dataset=args.dataset, data_dir=args.data_dir, n_val=args.n_val,

@@ -1,6 +1,7 @@
 """Datasets as single uint8 tensors, with a seeded train/validation split and a fenced-off test set.
 
-- `registry`: the registry, the data directory, `load` (train + validation) and `load_test`;
+- `registry`: the registry, the data directory and `load` (train + validation); the test part
+  is read only through `mincap.evaluation.holdout`;
 - `mnist`: MNIST, Fashion-MNIST, KMNIST in torchvision's layout (md5-checked, read from .gz);
 - `variants`: the offline dataset ladder derived from MNIST and scikit-learn's digits, and the
   random-label (memorization) and pixel-permuted sets of issue 17.
@@ -22,12 +23,11 @@ from mincap.data.registry import (
     data_dirs,
     load,
     load_arrays,
-    load_test,
     memorization_note,
     register,
     split_indices,
 )
 
 __all__ = ["DATASETS", "DEFAULT_N_VAL", "DEFAULT_SPLIT_SEED", "DatasetInfo", "Split", "Roots", "Splits", "check_split",
-           "data_dir", "data_dirs", "load", "load_arrays", "load_test", "memorization_note", "register",
+           "data_dir", "data_dirs", "load", "load_arrays", "memorization_note", "register",
            "split_indices"]

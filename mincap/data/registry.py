@@ -4,9 +4,9 @@ An image dataset is loaded once per process into one uint8 tensor of shape
 (N, 1, H, W) and one int64 label tensor; training indexes into them directly
 (no per-sample transforms, no DataLoader). The official training images are
 split, deterministically from a seed, into *train* and *validation*; search and
-model selection see only those two (`load`). The official test images are
-reachable only through `load_test`, which the final evaluation alone calls
-(`mincap.train.final_test_accuracy`).
+model selection see only those two (`load`). The official test images are read only
+through `mincap.evaluation.holdout`, the one door to the test set: `load_arrays(..., train=False)`
+refuses unless that module has opened it (`test_door`).
 
 A *memorization set* (`DatasetInfo.memorize` = its size N, e.g. `mnist-random-N`) has
 nothing to generalize: its validation split is its training part itself, and `load`
@@ -21,6 +21,7 @@ for the torchvision MNIST family, `mincap.data.variants` for the dataset ladder.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from collections.abc import Callable
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 
 from mincap.config import DEFAULT_N_VAL, DEFAULT_SPLIT_SEED
-from mincap.errors import MincapError
+from mincap.errors import HoldoutClosed, MincapError
 
 __all__ = [
     "DATASETS",
@@ -46,7 +47,7 @@ __all__ = [
     "data_dirs",
     "load",
     "load_arrays",
-    "load_test",
+    "test_door",
     "memorization_note",
     "register",
     "split_indices",
@@ -147,8 +148,29 @@ def _info(name: str) -> DatasetInfo:
         raise MincapError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}") from None
 
 
+# How many `test_door()` blocks are open: >0 only while mincap.evaluation.holdout reads the test part.
+_test_door_depth = 0
+
+
+@contextlib.contextmanager
+def test_door():
+    """Open the test part for one read. Only `mincap.evaluation.holdout` calls this (a layout test
+    checks it), so every read of the test set passes through that module and its seal."""
+    global _test_door_depth
+    _test_door_depth += 1
+    try:
+        yield
+    finally:
+        _test_door_depth -= 1
+
+
 def load_arrays(name: str, root: str | os.PathLike | Roots | None, train: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Raw arrays of a dataset part, found on the search path `data_dirs(root)`, cached per process."""
+    """Raw arrays of a dataset part, found on the search path `data_dirs(root)`, cached per process.
+
+    The test part (`train=False`) is refused outside `test_door()`: read it with
+    `mincap.evaluation.holdout.test_arrays` (or `load_test`)."""
+    if not train and not _test_door_depth:
+        raise HoldoutClosed(f"the test part of {name!r} is read only through mincap.evaluation.holdout")
     return _load_arrays(name, data_dirs(root), train)
 
 
@@ -221,14 +243,3 @@ def load(
     tr = Split(xt[train_idx].contiguous(), yt[train_idx].contiguous())
     va = Split(xt[val_idx].contiguous(), yt[val_idx].contiguous())
     return Splits(name, tr, va, _info(name).n_classes).to(device)
-
-
-def load_test(
-    name: str = "mnist",
-    *,
-    root: str | os.PathLike | Roots | None = None,
-    device: str | torch.device = "cpu",
-) -> Split:
-    """The official test set. Only final evaluation calls this; nothing selects on it."""
-    x, y = load_arrays(name, root, False)
-    return Split(torch.from_numpy(x).contiguous(), torch.from_numpy(y).contiguous()).to(device)

@@ -4,8 +4,8 @@ Every variant is derived deterministically from data already on the machine, so
 it needs no download, and is registered in `mincap.data.DATASETS` like any other
 dataset. Each gets its own train / validation split through `mincap.data.load`
 (the seeded permutation of its training part) and its own test set through
-`mincap.data.load_test`. The images stay uint8 (N, 1, H, W), so every network's
-fixed input map (pixels / 255, `mincap.models.prepare`) is unchanged.
+`mincap.evaluation.holdout.load_test`. The images stay uint8 (N, 1, H, W), so every network's
+fixed input map (pixels / 255, `mincap.nets.models.prepare`) is unchanged.
 
 From MNIST's official training and test sets, separately (the test images never
 leak into a training part):
@@ -15,7 +15,7 @@ leak into a training part):
   network's input in {0, 1}. `mincap entropy`'s own default threshold for
   `asker`/`pixels` is "any ink" (> 0, the reading that gives the learner's 191
   bits); on this variant every threshold in 0..254 gives the same binary image,
-  the one threshold 127 gives on MNIST (README: asker 178.31 bits).
+  the one threshold 127 gives on MNIST (docs/entropy.md: asker 178.31 bits).
 - `mnist-14`, `mnist-7`: area averaging of 2x2 / 4x4 blocks, the mean rounded
   half up back to uint8 (`(sum + n // 2) // n`). Labels and order unchanged.
 - `mnist-k2` ... `mnist-k9`: only the images whose label is < k, in their

@@ -59,7 +59,8 @@ def _training_code_hash() -> str:
     """
     here = Path(__file__).resolve().parent
     h = hashlib.sha256()
-    for f in (here.parent / "train.py", here.parent / "models.py", here / "prequential.py", here / "switching.py"):
+    for f in (here.parent / "training" / "engine.py", here.parent / "nets" / "models.py", here / "prequential.py",
+              here / "switching.py"):
         h.update(f.read_bytes())
     return h.hexdigest()[:12]
 

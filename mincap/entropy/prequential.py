@@ -12,7 +12,7 @@ information the labels carry beyond the images: a code any receiver can decode.
 
 The schedule is theirs: chunk ends at 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.25, 12.5,
 25, 50 and 100 % of the (seeded, shuffled) training set. Models are trained with
-`mincap.train` (fresh weights each chunk, no validation split: they see only the
+`mincap.training.engine` (fresh weights each chunk, no validation split: they see only the
 chunks already sent). Tiny chunks get at least `min_steps` optimizer steps. The
 predictions are mixed with the uniform distribution, p = (1 - eps) p_model +
 eps / K, a fixed part of the code that caps any one label's cost at
@@ -39,10 +39,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from mincap import train as tr
 from mincap.data import Split, Splits
 from mincap.errors import MincapError
-from mincap.models import parse_arch, prepare
+from mincap.nets.models import parse_arch, prepare
+from mincap.training import engine as tr
 
 __all__ = ["BLIER_OLLIVIER_FRACTIONS", "PrequentialConfig", "PrequentialResult", "chunk_ends", "logits_of",
            "mixed_log_probs", "prequential"]

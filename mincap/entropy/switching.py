@@ -43,11 +43,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from mincap import train as tr
 from mincap.data import Split, Splits
 from mincap.entropy.prequential import PrequentialResult, logits_of, mixed_log_probs
 from mincap.errors import MincapError
-from mincap.models import parse_arch
+from mincap.nets.models import parse_arch
+from mincap.training import engine as tr
 
 __all__ = ["SWITCH_ARCHS", "Switch", "SwitchConfig", "doubling_ends", "model_log2probs", "prequential_switch", "switch_code"]
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from mincap.models import prepare
+from mincap.nets.models import prepare
 
 __all__ = ["BOUNDED", "Layer", "layer_activations", "sample_indices"]
 

@@ -19,9 +19,10 @@ import numpy as np
 import torch
 from rich.table import Table
 
-from mincap.artifact import decode, read
+from mincap.config.study import load_study_file
 from mincap.data import load
 from mincap.errors import MincapError
+from mincap.format.container import decode, read
 from mincap.info.activations import layer_activations, sample_indices
 from mincap.info.estimators import (
     DEFAULT_BINS,
@@ -32,7 +33,6 @@ from mincap.info.estimators import (
 )
 from mincap.results.summary import pick_trial
 from mincap.search.storage import artifact_bytes, open_study
-from mincap.study import load_study_file
 
 __all__ = ["DEFAULT_SAMPLES", "InfoResult", "Target", "analyze", "info_table", "load_target", "summary_columns"]
 

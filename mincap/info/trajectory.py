@@ -1,7 +1,7 @@
 """`mincap info --trajectory`: train an MLP and follow each layer on the information plane.
 
 The network is a mincap MLP (`Spec(family="mlp")`, tanh or ReLU, widths as options) trained
-by the project's engine (`mincap.train.train`: AdamW, one-cycle schedule, no augmentation).
+by the project's engine (`mincap.training.engine.train`: AdamW, one-cycle schedule, no augmentation).
 At a log-spaced set of epochs (and before the first) the activations of every layer on a
 fixed, seeded sample of the *train* split are kept; afterwards (I(X;T), I(T;Y)) is computed
 for each kept epoch under any number of estimator settings (bins, noise variance), so the
@@ -30,8 +30,8 @@ from mincap.data import Split, Splits, load
 from mincap.errors import MincapError
 from mincap.info.activations import layer_activations, sample_indices
 from mincap.info.estimators import label_entropy_bits, layer_mi
-from mincap.models import Spec
-from mincap.train import evaluate, init_model, train
+from mincap.nets.models import Spec
+from mincap.training.engine import evaluate, init_model, train
 
 __all__ = ["TASKS", "TrajectoryConfig", "compression", "record_epochs", "run_trajectory", "settings_mi", "toy12"]
 

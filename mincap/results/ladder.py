@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from mincap import entropy
+from mincap.config.study import load_study_file
 from mincap.data.variants import LADDER
 from mincap.entropy import PREQUENTIAL_ESTIMATORS
 from mincap.entropy import cache as entropy_cache
@@ -46,7 +47,6 @@ from mincap.results.stored import (
 )
 from mincap.results.summary import chosen_trial, summarize
 from mincap.search.storage import artifact_bytes, open_study
-from mincap.study import load_study_file
 
 __all__ = [
     "ANCHORS",

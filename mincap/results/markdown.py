@@ -174,7 +174,7 @@ def report_markdown(rungs: list[dict[str, Any]], *, figure: str | Path, pareto: 
         "- **Both axes of the figure are upper bounds**: the chosen network is the smallest *found*; the "
         "smallest that exists may be smaller.",
         "- **Two-part code**: the chosen network's file bits plus the official training labels coded with the "
-        "decoded network (`mincap.twopart`): a real code length for the labels given the images, like the "
+        "decoded network (`mincap.evaluation.twopart`): a real code length for the labels given the images, like the "
         "prequential codes.",
         "",
         "## Every rung",

@@ -34,8 +34,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from mincap.config.study import load_study_file
 from mincap.errors import MincapError
-from mincap.study import load_study_file
 
 __all__ = ["config_of", "load_summary", "merge", "read_summary", "summary_path", "write_summary"]
 

@@ -10,7 +10,7 @@ its stored artifact, saved in the study (`test_acc/<trial>` user attribute) and 
 — it never takes part in choosing. On request (`replicates=K`) the chosen configuration is
 retrained with K more seeds on validation (`mincap.search.replicates`, stored in the study)
 and the count reaching the target is shown. The chosen network's two-part code (its file plus
-the training labels coded with it, `mincap.twopart`) is computed once from its artifact and
+the training labels coded with it, `mincap.evaluation.twopart`) is computed once from its artifact and
 stored like the test accuracy (`two_part/<trial>`). `summarize` returns the summary as plain data (the
 dict `mincap summary --json` prints); `summary_tables` renders it for the terminal.
 """
@@ -24,28 +24,27 @@ from typing import Any
 from rich.console import Group
 from rich.table import Table
 
-from mincap.artifact import decode
 from mincap.data import memorization_note
 from mincap.entropy import cache as entropy_cache
 from mincap.errors import MincapError
+from mincap.evaluation.holdout import final_test_accuracy
+from mincap.evaluation.selection import smallest_reaching
+from mincap.evaluation.twopart import two_part_code
+from mincap.format.container import decode
 from mincap.report import fmt_acc, fmt_bits
 from mincap.search.replicates import replicate_trial, stored_replicates
 from mincap.search.storage import last_heartbeats, search_wall_s, trial_spans
-from mincap.train import final_test_accuracy
-from mincap.twopart import two_part_code
 
 __all__ = ["chosen_trial", "pick_trial", "smallest_by_depth", "summarize", "summary_tables", "test_accuracy_once",
            "two_part_once"]
 
 
-def _feasible(t, target: float) -> bool:
-    return t.state.name == "COMPLETE" and t.user_attrs.get("val_acc", 0.0) >= target
-
-
 def chosen_trial(study, target: float):
-    """The smallest COMPLETE trial whose validation accuracy reaches `target` (ties: higher val, older)."""
-    ok = [t for t in study.get_trials(deepcopy=False) if _feasible(t, target)]
-    return min(ok, key=lambda t: (t.user_attrs["artifact_bits"], -t.user_attrs["val_acc"], t.number)) if ok else None
+    """The smallest COMPLETE trial whose validation accuracy reaches `target` (the one rule,
+    `mincap.evaluation.selection`)."""
+    done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    return smallest_reaching(done, target, bits=lambda t: t.user_attrs.get("artifact_bits"),
+                             val_acc=lambda t: t.user_attrs.get("val_acc"), order=lambda t: t.number)
 
 
 def pick_trial(study, target: float, number: int | None = None):
@@ -94,8 +93,8 @@ def smallest_by_depth(complete, target: float) -> list[dict[str, Any]]:
             groups.setdefault((row["family"], depth), []).append(row)
     out = []
     for (family, depth), rows in sorted(groups.items()):
-        ok = [r for r in rows if r["val_acc"] >= target and r["artifact_bits"] is not None]
-        best = min(ok, key=lambda r: (r["artifact_bits"], -r["val_acc"], r["trial"])) if ok else None
+        best = smallest_reaching(rows, target, bits=lambda r: r["artifact_bits"], val_acc=lambda r: r["val_acc"],
+                                 order=lambda r: r["trial"])
         out.append({"family": family, "depth": depth, "n_complete": len(rows),
                     "best_val_acc": max(r["val_acc"] for r in rows), "smallest": best})
     return out
@@ -115,7 +114,7 @@ def test_accuracy_once(study, trial, dataset: str, read_artifact: Callable[[Any]
 
 
 def two_part_once(study, trial, dataset: str, read_artifact: Callable[[Any], bytes], *, data_dir=None) -> dict:
-    """The chosen trial's two-part code on the training labels (`mincap.twopart`), once per study."""
+    """The chosen trial's two-part code on the training labels (`mincap.evaluation.twopart`), once per study."""
     key = f"two_part/{trial.number}"
     if key not in study.user_attrs:
         study.set_user_attr(key, two_part_code(read_artifact(trial), dataset, data_dir=data_dir))

@@ -7,7 +7,7 @@ above 1 (the default on CUDA, `--batch-trials N` anywhere). Per group:
    with its structural parameters fixed, so the sampler still draws their widths,
    learning rates, bit widths and epochs;
 2. `Objective.begin` records each trial's spec and early-stop rule;
-3. `mincap.batched.train_many` trains the float + QAT phase of all of them at once
+3. `mincap.training.batched.train_many` trains the float + QAT phase of all of them at once
    (each member stops on its own: epochs, early-stop rule or a non-finite loss);
 4. per trial, `Objective.train(pretrained=...)` prunes, fine-tunes, runs its compression path, exports, decodes
    and evaluates, and `Objective.finish` records it -- exactly the single-trial path's
@@ -35,11 +35,11 @@ import warnings
 import optuna
 from optuna.trial import TrialState
 
-from mincap.batched import train_many
-from mincap.compress import qat_plan
+from mincap.compression.qat import qat_plan
+from mincap.config.study import StudyConfig
 from mincap.search.objective import Objective, record_failure, record_interrupt
 from mincap.search.space import sample_trial
-from mincap.study import StudyConfig
+from mincap.training.batched import train_many
 
 __all__ = ["ask_group", "heartbeat_interval", "optimize_batched"]
 

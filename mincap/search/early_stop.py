@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 
-from mincap.study import StudyConfig
+from mincap.config.study import StudyConfig
 
 __all__ = ["EarlyStopRule", "curve_at"]
 

@@ -40,10 +40,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from mincap.compress import CompressConfig
+from mincap.config import CompressConfig, TrainConfig
+from mincap.config.study import Fidelity
 from mincap.data import Split, Splits
-from mincap.study import Fidelity
-from mincap.train import TrainConfig
 
 __all__ = ["pareto_ranks", "promote_decision", "screen_configs", "screen_key", "screen_peers", "screen_splits"]
 

@@ -19,6 +19,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from mincap.evaluation.selection import smallest_reaching
 from mincap.report import fmt_acc, fmt_bits
 from mincap.search.storage import open_study
 
@@ -50,14 +51,14 @@ def snapshot(study, n_before: int, target: float) -> dict:
     trials = study.get_trials(deepcopy=False)
     stale = stale_trial_ids(study)
     states: dict[str, int] = {}
-    best = None
     running = []
     durations = []
+    chosen = smallest_reaching([t for t in trials if t.state.name == "COMPLETE"], target,
+                               bits=lambda t: t.values[0], val_acc=lambda t: t.user_attrs.get("val_acc"),
+                               order=lambda t: t.number)
+    best = chosen.values[0] if chosen is not None else None
     for t in trials:
         states[t.state.name] = states.get(t.state.name, 0) + 1
-        if t.state.name == "COMPLETE" and t.user_attrs.get("val_acc", 0.0) >= target:
-            bits = t.values[0]
-            best = bits if best is None or bits < best else best
         if t.state.name == "RUNNING":
             running.append((t.number, t.user_attrs.get("progress"), t._trial_id in stale))
         if t.datetime_complete and t.datetime_start and t.number >= n_before:

@@ -34,11 +34,13 @@ import time
 
 import optuna
 
-from mincap.artifact import write
-from mincap.compress import CompressConfig, Compressed, train_compressed
+from mincap.compression.qat import Compressed, train_compressed
+from mincap.config import CompressConfig, TrainConfig
+from mincap.config.study import StudyConfig
 from mincap.data import Splits
 from mincap.errors import Terminated
-from mincap.models import Spec, build, count_params
+from mincap.format.container import write
+from mincap.nets.models import Spec, build, count_params
 from mincap.search.early_stop import EarlyStopRule
 from mincap.search.fidelity import (
     promote_decision,
@@ -49,8 +51,7 @@ from mincap.search.fidelity import (
 )
 from mincap.search.path_trial import train_trial
 from mincap.search.space import sample_trial
-from mincap.study import StudyConfig
-from mincap.train import EpochStats, TrainConfig
+from mincap.training.engine import EpochStats
 
 __all__ = ["Objective", "TrialRun", "interrupt_reason", "record_failure"]
 
@@ -105,7 +106,7 @@ class TrialRun:
         return self.saved_s is not None or self.deadline_hit is not None
 
     def on_epoch(self, stats: EpochStats) -> bool:
-        """`mincap.train`'s on_epoch callback: True = stop this trial's training now."""
+        """`mincap.training.engine`'s on_epoch callback: True = stop this trial's training now."""
         self.curve.append(stats.val_acc)
         self.trial.set_user_attr("progress", [len(self.curve), self.epochs, stats.val_acc])
         n = len(self.curve)

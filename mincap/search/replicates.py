@@ -21,14 +21,13 @@ from typing import Any
 import optuna
 
 from mincap import data
-from mincap.config import CompressConfig
+from mincap.config import CompressConfig, TrainConfig
+from mincap.config.study import StudyConfig
 from mincap.data import Splits
 from mincap.errors import MincapError
-from mincap.models import Spec
+from mincap.nets.models import Spec
 from mincap.search.path_trial import train_trial
 from mincap.search.space import sample_trial
-from mincap.study import StudyConfig
-from mincap.train import TrainConfig
 
 __all__ = ["SEED_STRIDE", "replicate_seed", "replicate_trial", "replicates_key", "stored_replicates", "train_once",
            "trial_config"]

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 import optuna
 
 from mincap import data
+from mincap.config.study import StudyConfig
 from mincap.errors import MincapError, Terminated, raise_terminated
 from mincap.search.batched import optimize_batched
 from mincap.search.monitor import SearchMonitor
@@ -31,8 +32,7 @@ from mincap.search.objective import Objective
 from mincap.search.server import lost_server_error
 from mincap.search.space import preset_params
 from mincap.search.storage import artifact_store, open_study
-from mincap.study import StudyConfig
-from mincap.train import available_cores, pick_device, setup_threads
+from mincap.training.engine import available_cores, pick_device, setup_threads
 
 __all__ = ["GPU_GROUP", "STOP_GRACE_S", "NetworkBudget", "SearchOptions", "enqueue_seeds", "fail_trials_of", "group_size",
            "run_search", "run_worker", "split_trials", "stop_processes"]

@@ -8,7 +8,7 @@ search (`mincap.search.batched.ask_group`) learns a trial's structural parameter
 the sampling itself instead of from a second list of names.
 
 `preset_params` gives the parameters that make `sample_trial` reproduce a preset
-(`mincap.models.PRESETS`): the seed trials a study enqueues first.
+(`mincap.nets.models.PRESETS`): the seed trials a study enqueues first.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from typing import Any
 import optuna
 
 from mincap.config import CompressConfig, TrainConfig
+from mincap.config.study import StudyConfig, seed_settings
 from mincap.errors import MincapError
-from mincap.models import PRESETS, Conv, Spec
-from mincap.study import StudyConfig, seed_settings
+from mincap.nets.models import PRESETS, Conv, Spec
 
 __all__ = ["preset_params", "sample_trial"]
 

@@ -39,10 +39,10 @@ from optuna.storages import JournalStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
 from sqlalchemy import event
 
+from mincap.config.study import StudyConfig, parse_study
 from mincap.errors import MincapError
 from mincap.search.artifact_db import RDBArtifactStore
 from mincap.search.server import ResilientRDBStorage, is_server, server_engine, wait_for_restarts
-from mincap.study import StudyConfig, parse_study
 
 __all__ = ["artifact_bytes", "artifact_store", "is_journal", "last_heartbeats", "make_sampler", "make_storage",
            "open_study", "search_wall_s", "stored_config", "trial_spans"]

@@ -17,7 +17,7 @@ from mincap.info.estimators import (
     mi_bits,
     sq_dists,
 )
-from mincap.models import Spec, build
+from mincap.nets.models import Spec, build
 
 
 def _gaussians(rho: float, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -121,7 +121,7 @@ def test_kde_rel_is_scale_free_and_kde_is_not():
 
 @pytest.mark.parametrize("name", ["tiny", "sep-700", "pytorch-example-2016"])
 def test_one_layer_per_block(name):
-    from mincap.models import PRESETS
+    from mincap.nets.models import PRESETS
 
     spec = PRESETS[name]
     torch.manual_seed(0)

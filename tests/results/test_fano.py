@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 
 from mincap import data
-from mincap.artifact import decode
-from mincap.compress import CompressConfig, train_compressed
-from mincap.models import Spec
+from mincap.compression.qat import train_compressed
+from mincap.config import CompressConfig, TrainConfig
+from mincap.config.study import load_study_file
+from mincap.format.container import decode
+from mincap.nets.models import Spec
 from mincap.results.capacity import (
     fano_bits_per_label,
     fano_bound_bits,
@@ -19,8 +21,7 @@ from mincap.results.capacity import (
 )
 from mincap.results.stored import load_summary
 from mincap.search.storage import artifact_bytes, open_study
-from mincap.study import load_study_file
-from mincap.train import TrainConfig, evaluate
+from mincap.training.engine import evaluate
 
 CAPACITY = Path(__file__).resolve().parents[2] / "studies" / "capacity"
 

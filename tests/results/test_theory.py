@@ -11,12 +11,12 @@ import optuna
 import pytest
 
 from mincap.cli import main
+from mincap.config.study import load_study_file
 from mincap.results.capacity import capacity_info, capacity_rows, fano_bound_bits, loglog_slope
 from mincap.results.locality import cell_of, locality_info
 from mincap.results.summary import smallest_by_depth
 from mincap.results.theory import theory_section
 from mincap.search.storage import open_study
-from mincap.study import load_study_file
 
 STUDIES = Path(__file__).resolve().parents[2] / "studies"
 MLP = json.dumps({"family": "mlp", "hidden": [12]})

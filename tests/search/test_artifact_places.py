@@ -7,9 +7,9 @@ from types import SimpleNamespace
 import pytest
 from machines import write_study
 
+from mincap.config.study import load_study_file
 from mincap.errors import MincapError
 from mincap.search.storage import artifact_bytes, artifact_store
-from mincap.study import load_study_file
 
 
 def test_new_artifacts_go_beside_the_storage_and_old_ones_are_still_read(tmp_path):

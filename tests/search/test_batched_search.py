@@ -11,12 +11,13 @@ import pytest
 # tests/ is on sys.path (pytest's rootdir-relative imports)
 from test_search import _env, _trials, _wait_running, make_study
 
-from mincap import batched, search
+from mincap import search
 from mincap.cli import main
+from mincap.config.study import load_study_file
 from mincap.search import batched as search_batched
 from mincap.search import path_trial
 from mincap.search import run as search_run
-from mincap.study import load_study_file
+from mincap.training import batched
 
 SETTINGS = [{"family": "mlp", "activation": "relu", "mlp_depth": 1, "m0": w, "bits0": b, "bits1": b,
              "epochs": 2, "batch_size": 32, "lr": 0.01, "weight_decay": 1e-4, "augment": 0,
@@ -136,7 +137,7 @@ def test_sigkill_mid_group_then_resume(tmp_path, mnist_root):
 def test_ask_group_shares_a_structure():
     import optuna
 
-    from mincap.study import StudyConfig
+    from mincap.config.study import StudyConfig
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(directions=["minimize", "maximize"], sampler=optuna.samplers.RandomSampler(seed=3))

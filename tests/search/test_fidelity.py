@@ -5,7 +5,8 @@ import pytest
 from test_search import _trials
 
 from mincap.cli import main
-from mincap.compress import CompressConfig
+from mincap.config import CompressConfig, TrainConfig
+from mincap.config.study import Fidelity
 from mincap.search.fidelity import (
     pareto_ranks,
     promote_decision,
@@ -14,8 +15,6 @@ from mincap.search.fidelity import (
     screen_peers,
     screen_splits,
 )
-from mincap.study import Fidelity
-from mincap.train import TrainConfig
 
 FI = Fidelity(enabled=True, epochs=2, subset=100, promote=0.5, min_peers=3, min_val_acc=0.5)
 

@@ -8,11 +8,11 @@ import pytest
 from test_search import _env, _spawn_interruptible, _trials, _wait_running, make_study
 
 from mincap.cli import main
+from mincap.config.study import load_study_file
 from mincap.report import render
 from mincap.search import monitor
 from mincap.search.run import SearchOptions, fail_stale_trials
 from mincap.search.storage import open_study
-from mincap.study import load_study_file
 
 MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
                "t10k-labels-idx1-ubyte.gz")

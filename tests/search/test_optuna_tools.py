@@ -12,7 +12,7 @@ import pytest
 from machines import free_port, trials_of, wait_for, write_study
 
 from mincap.cli import main
-from mincap.study import load_study_file
+from mincap.config.study import load_study_file
 
 
 def _get(url: str):

@@ -2,11 +2,11 @@
 
 from dataclasses import replace
 
-from mincap.artifact import decode
 from mincap.config import CompressConfig, TrainConfig
-from mincap.models import PRESETS
+from mincap.format.container import decode
+from mincap.nets.models import PRESETS
 from mincap.search.path_trial import train_trial
-from mincap.train import evaluate
+from mincap.training.engine import evaluate
 
 CFG = TrainConfig(epochs=1, batch_size=128, augment_shift=0)
 COMP = CompressConfig(bits=4, qat_epochs=1, prune_finetune_epochs=1, path="sparsity=0.5;sparsity=0.9;bits=2")

@@ -2,7 +2,7 @@
 folders that share nothing but the URL, a worker killed with SIGKILL, the server restarted
 mid-study, and a third folder exporting and verifying the study's networks from the URL alone.
 
-The figures these tests print (`-s`) are the ones quoted in the README's "Many machines".
+The figures these tests print (`-s`) are the ones quoted in docs/many-machines.md.
 """
 
 import json
@@ -18,9 +18,9 @@ import pytest
 import sqlalchemy as sa
 from machines import mincap_cmd, run_env, trials_of, wait_for, write_study
 
+from mincap.config.study import StudyConfig
 from mincap.search import server as server_mod
 from mincap.search.storage import open_study
-from mincap.study import StudyConfig
 
 
 def _search(folder, url, trials, mnist_root, *extra, env=None, epochs=1):

@@ -6,10 +6,10 @@ import pytest
 from test_search import _trials, make_study
 
 from mincap.cli import main
+from mincap.config.study import load_study_file
 from mincap.errors import MincapError
 from mincap.search import replicates
 from mincap.search.storage import open_study
-from mincap.study import load_study_file
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from pathlib import Path
 import optuna
 import pytest
 
+from mincap.config.study import load_study_file
 from mincap.search.storage import open_study
-from mincap.study import load_study_file
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "run_studies.py"
 spec = importlib.util.spec_from_file_location("run_studies", BENCH)

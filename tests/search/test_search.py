@@ -13,9 +13,9 @@ from machines import STUDY
 
 from mincap import search
 from mincap.cli import main
+from mincap.config.study import load_study_file
 from mincap.errors import NonFiniteLoss
 from mincap.search import run as search_run
-from mincap.study import load_study_file
 
 
 def make_study(tmp_path, name="t", target=0.6, limit=500, epochs=1):
@@ -289,7 +289,7 @@ def test_summary_of_missing_study(tmp_path, capsys):
 def test_seed_preset_reproduces_its_architecture(preset):
     import optuna
 
-    from mincap.models import PRESETS
+    from mincap.nets.models import PRESETS
 
     cfg = load_study_file("studies/mnist-99.toml")
     trial = optuna.trial.FixedTrial(search.preset_params(preset, cfg))

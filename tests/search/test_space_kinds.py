@@ -3,11 +3,11 @@
 import optuna
 import pytest
 
+from mincap.config.study import parse_study
 from mincap.errors import MincapError
-from mincap.models import PRESETS
+from mincap.nets.models import PRESETS
 from mincap.search import preset_params, sample_trial
 from mincap.search.batched import ask_group
-from mincap.study import parse_study
 
 SPACE = {"families": ["cnn"], "conv_depth": [3, 3], "separable": [True, False], "quantizers": ["max", "lsq"],
          "anneal_epochs": [0, 2], "paths": ["", "sparsity=0.3;sparsity=0.5"], "prune_ratios": [0.0]}

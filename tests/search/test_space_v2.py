@@ -3,10 +3,16 @@
 import optuna
 import pytest
 
+from mincap.config.study import (
+    DEFAULT_STUDY,
+    StudyConfig,
+    load_study_file,
+    parse_study,
+    seed_settings,
+)
 from mincap.errors import MincapError
-from mincap.models import PRESETS
+from mincap.nets.models import PRESETS
 from mincap.search import preset_params, sample_trial
-from mincap.study import DEFAULT_STUDY, StudyConfig, load_study_file, parse_study, seed_settings
 
 
 def _draws(cfg, n=40, seed=0):
