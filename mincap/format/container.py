@@ -31,10 +31,11 @@ Layout (all integers little-endian; "varint" = LEB128, 7 bits a byte)::
                     each bias code + 2^(W-1) - 1 at W bits (codes in +-(2^(W-1) - 1)). Written where
                     it is shorter; fewer side bits (`CompactSide.from_float(side_bits=B)`: exponents
                     on a grid of 2^(7-B), biases in +-(2^(B-1) - 1)) make it shorter still.
-        The codes, by `method`:
-                    0 raw   sym_lo, sym_hi bytes, codes - sym_lo bit-packed at bitlen(sym_hi - sym_lo)
-                    1 zstd  varint length, magicless zstd frame of one byte per code
-                    2 lzma  varint length, raw LZMA2 stream (64 KiB dictionary) of one byte per code
+        The codes, by `method`, stored as symbols (code + 2^(bits-1) - 1, or (code + 1) / 2 at
+        1 bit; the byte-level layout of every field is `docs/format.md`):
+                    0 raw   sym_lo, sym_hi bytes, symbol - sym_lo bit-packed at bitlen(sym_hi - sym_lo)
+                    1 zstd  varint length, magicless zstd frame of one byte per symbol
+                    2 lzma  varint length, raw LZMA2 stream (64 KiB dictionary) of one byte per symbol
                     3 ans   sym_lo, sym_hi bytes, a probability table of one nibble per symbol in
                             [sym_lo, sym_hi] (p ~ 2^((q - 15) / 2), q = 0: unused); the codes
                             themselves go into the shared ANS stream. Version 4: sym_lo, sym_hi,
