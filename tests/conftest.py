@@ -48,3 +48,19 @@ def part():
     from mincap.evaluation import holdout
 
     return lambda name, root, train: data.load_arrays(name, root, True) if train else holdout.test_arrays(name, root)
+
+
+@pytest.fixture
+def test_reads(monkeypatch):
+    """Every read of a dataset part below the registry's cache, by (name, train)."""
+    seen = []
+    from mincap.data import registry
+
+    real = registry._load_arrays
+
+    def spy(name, roots, train):
+        seen.append((name, train))
+        return real.__wrapped__(name, roots, train)
+
+    monkeypatch.setattr(registry, "_load_arrays", spy)
+    return seen

@@ -4,23 +4,8 @@ and a sealed door refuses even itself (the sealed search: tests/search/test_seal
 import pytest
 
 from mincap import data
-from mincap.data import registry
 from mincap.errors import HoldoutClosed
 from mincap.evaluation import holdout
-
-
-@pytest.fixture
-def test_reads(monkeypatch):
-    """Every read of a dataset part below the registry's cache, by (name, train)."""
-    seen = []
-    real = registry._load_arrays
-
-    def spy(name, roots, train):
-        seen.append((name, train))
-        return real.__wrapped__(name, roots, train)
-
-    monkeypatch.setattr(registry, "_load_arrays", spy)
-    return seen
 
 
 def test_the_registry_refuses_the_test_part_outside_the_door(mnist_root):

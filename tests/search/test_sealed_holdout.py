@@ -1,7 +1,6 @@
 """With the test set sealed (`mincap.evaluation.holdout.sealed`), a search, its replicates, an entropy
 estimate and a compression path all run to the end and read no test image."""
 
-import pytest
 from test_search import _trials, make_study
 
 from mincap import data
@@ -9,26 +8,11 @@ from mincap.cli import main
 from mincap.compression.path import compression_path
 from mincap.config import CompressConfig, TrainConfig
 from mincap.config.study import load_study_file
-from mincap.data import registry
 from mincap.entropy import estimate
 from mincap.evaluation import holdout
 from mincap.nets.models import parse_arch
 from mincap.search import replicates
 from mincap.search.storage import open_study
-
-
-@pytest.fixture
-def test_reads(monkeypatch):
-    """Every read of a dataset part below the registry's cache, by (name, train)."""
-    seen = []
-    real = registry._load_arrays
-
-    def spy(name, roots, train):
-        seen.append((name, train))
-        return real.__wrapped__(name, roots, train)
-
-    monkeypatch.setattr(registry, "_load_arrays", spy)
-    return seen
 
 
 def test_search_replicates_entropy_and_path_never_read_the_test_set(tmp_path, mnist_root, test_reads,
