@@ -17,7 +17,7 @@ from rich.table import Table
 
 __all__ = [
     "console", "epoch_progress", "fmt_acc", "fmt_bits", "fmt_bits_unit", "fmt_duration", "fmt_target",
-    "render", "size_table", "spec_short", "train_table",
+    "plain_every", "render", "size_table", "spec_short", "train_table",
 ]
 
 _stderr = Console(stderr=True)
@@ -116,11 +116,33 @@ def train_table(out: dict) -> Table:
     return t
 
 
+def plain_every(epochs: int) -> int:
+    """How many epochs apart plain progress lines go (besides the last): 5, or a twentieth of a
+    run longer than 100 epochs."""
+    return max(5, -(-epochs // 20))
+
+
 @contextlib.contextmanager
-def epoch_progress(epochs: int, *, enabled: bool = True, label: str = "training") -> Iterator:
-    """A progress bar over epochs; yields the `on_epoch` callback for `mincap.training.engine.train`."""
+def epoch_progress(epochs: int, *, enabled: bool = True, label: str = "training",
+                   console: Console | None = None) -> Iterator:
+    """A progress bar over epochs; yields the `on_epoch` callback for `mincap.training.engine.train`.
+
+    Off a terminal (a log file) it writes a line instead, flushed, every `plain_every(epochs)`
+    epochs and at the last: a bar there would show only once, at the end."""
+    console = console or _stderr
     if not enabled:
         yield lambda stats: None
+        return
+    if not console.is_terminal:
+        every, done = plain_every(epochs), [0]
+
+        def on_line(stats) -> None:
+            done[0] += 1
+            if done[0] % every == 0 or done[0] == epochs:
+                print(f"{label}: epoch {done[0]}/{epochs}  loss {stats.train_loss:.4f}  val {fmt_acc(stats.val_acc)}",
+                      file=console.file, flush=True)
+
+        yield on_line
         return
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -128,7 +150,7 @@ def epoch_progress(epochs: int, *, enabled: bool = True, label: str = "training"
         MofNCompleteColumn(),
         TextColumn("loss {task.fields[loss]}  val {task.fields[val]}"),
         TimeElapsedColumn(),
-        console=_stderr,
+        console=console,
         transient=False,
     ) as progress:
         task = progress.add_task(label, total=epochs, loss="-", val="-")

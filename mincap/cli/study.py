@@ -47,7 +47,8 @@ def add_search(sub) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--batch-trials", type=int, default=0, metavar="N",
                    help="train up to N like-shaped trials as one batched computation "
-                        "(default 0 = automatic: 8 on CUDA, 1 on CPU where it measured slower)")
+                        "(default 0 = automatic: 8 on CUDA, 1 on CPU where it measured slower); "
+                        "trials the batched engine does not train run one at a time (one line)")
     p.add_argument("--no-progress", action="store_true", help="no live display")
     p.set_defaults(func=_cmd_search)
 
@@ -62,12 +63,23 @@ def _cmd_search(args) -> int:
                          data_dir=args.data_dir,
                          progress=not args.no_progress)
     res = run_search(cfg, opts)
+    sn = res.get("supernet")
+    if sn and sn["how"] == "stopped":
+        print(f"mincap search: the --timeout deadline passed while the supernet trained: {sn['epochs_done']} of "
+              f"{sn['epochs']} epochs saved ({sn['path'] or 'none yet'}); the next `mincap search` resumes there",
+              file=sys.stderr)
     if res["stale_failed"]:
         print(f"mincap search: trial(s) {', '.join(map(str, res['stale_failed']))} had no heartbeat for longer "
               f"than the grace period (a dead worker): failed and re-queued", file=sys.stderr)
     if res["stopped_at_deadline"]:
         print(f"mincap search: trial(s) {', '.join(map(str, res['stopped_at_deadline']))} stopped at the "
               f"--timeout deadline (recorded PRUNED)", file=sys.stderr)
+    if res["unbatched"]:
+        counts = sorted(res["unbatched"].items(), key=lambda kv: -kv[1])
+        why = ", ".join(f"{reason} ({n})" for reason, n in counts)
+        alone = sum(res["unbatched"].values())
+        print(f"mincap search: {alone} of {res['trials_run']} trial(s) trained one at a time, not "
+              f"in a batched group: the batched engine does not train {why}", file=sys.stderr)
     print(f"mincap search: {res['trials_total'] - res['trials_before']} trial(s) run in "
           f"{res['elapsed_s']:.0f} s; the study now has {res['trials_total']}. "
           f"See: mincap summary {_study_ref(args)}", file=sys.stderr)

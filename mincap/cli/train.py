@@ -34,6 +34,18 @@ def add_train(sub) -> None:
     p.add_argument("--test", action="store_true",
                    help="also evaluate the final network on the test set (a report, not for choosing; "
                         "without it the test set is never read)")
+    a = p.add_argument_group("geometric augmentation after the shift, 0: off "
+                             "(see mincap.training.augment)")
+    for key, var, help_ in (
+        ("rotate_deg", "R", "rotation uniform in [-R, R] degrees"),
+        ("scale_frac", "S", "scale factor uniform in [1 - S, 1 + S]"),
+        ("shear_deg", "A", "horizontal shear uniform in [-A, A] degrees"),
+        ("translate_px", "T", "sub-pixel translation uniform in [-T, T] pixels per axis"),
+        ("elastic_alpha", "PX", "elastic distortion strength in pixels (Simard et al.: 34)"),
+        ("elastic_sigma", "PX", "the elastic field's smoothing in pixels (default: %(default)s)"),
+    ):
+        a.add_argument("--" + key.replace("_", "-"), type=float, default=d[key], metavar=var,
+                       help=help_)
     g = p.add_argument_group("distillation (see mincap.training.distill)")
     g.add_argument("--teacher", default=None, metavar="ARCH",
                    help="distill from this teacher (a preset or JSON spec), trained once per dataset/split/recipe "
@@ -121,6 +133,9 @@ def _cmd_train(args) -> int:
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         label_smoothing=args.label_smoothing, augment_shift=args.augment, seed=args.seed,
         distill_weight=args.distill_weight if args.teacher else 0.0, distill_temperature=args.distill_temperature,
+        rotate_deg=args.rotate_deg, scale_frac=args.scale_frac, shear_deg=args.shear_deg,
+        translate_px=args.translate_px, elastic_alpha=args.elastic_alpha,
+        elastic_sigma=args.elastic_sigma,
     )
     exp = Experiment(
         arch=args.arch, dataset=args.dataset, data_dir=args.data_dir, n_val=args.n_val, split_seed=args.split_seed,

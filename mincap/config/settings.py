@@ -11,12 +11,23 @@ from dataclasses import asdict, dataclass
 
 from mincap.errors import MincapError
 
-__all__ = ["CRITERIA", "DEFAULT_N_VAL", "DEFAULT_SPLIT_SEED", "QUANTIZERS", "CompressConfig", "TrainConfig", "parse_steps"]
+__all__ = ["AUGMENT_RANGES", "CRITERIA", "DEFAULT_N_VAL", "DEFAULT_SPLIT_SEED", "QUANTIZERS",
+           "CompressConfig", "TrainConfig", "parse_steps"]
 
 DEFAULT_N_VAL = 5000  # validation images held out of the official training set
 DEFAULT_SPLIT_SEED = 0
 CRITERIA = ("l1", "l2", "taylor", "random", "bn", "fpgm", "lamp")
 QUANTIZERS = ("max", "mse", "lsq")  # how weight scales are found; see mincap.nets.quant
+# The geometric augmentation settings of `TrainConfig` (`mincap.training.augment`) and the closed
+# range each must lie in; the CLI and the study spaces are checked against the same ranges.
+AUGMENT_RANGES = {
+    "rotate_deg": (0.0, 180.0),
+    "scale_frac": (0.0, 0.5),
+    "shear_deg": (0.0, 45.0),
+    "translate_px": (0.0, 14.0),
+    "elastic_alpha": (0.0, 100.0),
+    "elastic_sigma": (0.5, 16.0),
+}
 
 
 @dataclass(frozen=True)
@@ -33,9 +44,33 @@ class TrainConfig:
     eval_batch_size: int = 5000
     distill_weight: float = 0.0  # weight of the teacher's soft targets in the loss (0: no distillation)
     distill_temperature: float = 4.0  # softmax temperature of the soft targets
+    # Geometric augmentation (`mincap.training.augment`): after the shift, one grid_sample per
+    # batch, drawn from its own generator seeded by `seed`. All at these defaults: off, as before.
+    rotate_deg: float = 0.0  # rotation angle uniform in [-r, r] degrees
+    scale_frac: float = 0.0  # scale factor uniform in [1 - s, 1 + s]
+    shear_deg: float = 0.0  # horizontal shear angle uniform in [-a, a] degrees
+    translate_px: float = 0.0  # sub-pixel translation uniform in [-t, t] pixels, per axis
+    elastic_alpha: float = 0.0  # elastic distortion strength in pixels (Simard et al. 2003)
+    elastic_sigma: float = 4.0  # the elastic field's Gaussian smoothing (std) in pixels
+
+    def __post_init__(self) -> None:
+        for key, (lo, hi) in AUGMENT_RANGES.items():
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+                raise MincapError(f"{key} must be within [{lo:g}, {hi:g}], got {v!r}")
+            object.__setattr__(self, key, float(v))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The settings as a dict; augmentation settings at their defaults (off) are left out, so
+        the records and cache keys (distillation teachers) of runs without them stay the same."""
+        d = asdict(self)
+        for key in AUGMENT_RANGES:
+            if d[key] == _TRAIN_DEFAULTS[key]:
+                del d[key]
+        return d
+
+
+_TRAIN_DEFAULTS = {k: TrainConfig.__dataclass_fields__[k].default for k in AUGMENT_RANGES}
 
 
 @dataclass(frozen=True)

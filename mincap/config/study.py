@@ -2,7 +2,8 @@
 
 `StudyConfig` is the single source of truth shared by `mincap search`, `mincap summary`,
 `mincap export` and the library. A study file has these tables (all optional but
-`[study]`; every key has a default shown in `studies/mnist-99.toml`):
+`[study]`; every key, its type, what it accepts and its default: docs/study-file.md, generated
+from these classes by `mincap.config.docgen`):
 
     [study]     name, dataset, target (validation accuracy a trial must reach), sampler
                 ("tpe", "nsga2" or "random"), seed, seeds (preset names enqueued first)
@@ -22,9 +23,12 @@
                 augment, qat_fraction, bits (each within the space; unset: a rule on the space).
                 A seed may override it for itself: "sep-1.8k@epochs=80,path=1" (recipe keys, plus
                 `path`, an index into space.paths, and `scales`, one of space.scales)
+    [oneshot]   a one-shot search instead (`mincap.config.oneshot`): enabled, seeds, the supernet's
+                recipe, its space, scoring and promotion
 
 Unknown keys, wrong types and impossible ranges raise `MincapError` naming the key
-(`mincap` exits 2 with that one line).
+(`mincap` exits 2 with that one line). A field's bounds and choices are its `Rule` (`checked`),
+which both the validation and the generated page read; `_validate` adds what no bound can say.
 """
 
 from __future__ import annotations
@@ -36,7 +40,9 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import tomllib
 
-from mincap.config import QUANTIZERS, parse_steps
+from mincap.config import AUGMENT_RANGES, QUANTIZERS, parse_steps
+from mincap.config.oneshot import Oneshot, check_oneshot, preset_subnet
+from mincap.config.rules import Rule, checked, rules
 from mincap.data import check_split
 from mincap.errors import MincapError
 from mincap.nets.models import ACTIVATIONS, PRESETS
@@ -46,6 +52,7 @@ __all__ = [
     "DataSection",
     "EarlyStop",
     "Fidelity",
+    "Oneshot",
     "SeedRecipe",
     "Space",
     "StorageSection",
@@ -53,85 +60,114 @@ __all__ = [
     "StudySection",
     "load_study_file",
     "DEFAULT_STUDY",
+    "Rule",
 ]
 
 DEFAULT_STUDY = Path("studies/mnist-99.toml")
 SAMPLERS = ("tpe", "nsga2", "random")
 
 
+def _augment(default: tuple[float, float], key: str):
+    lo, hi = AUGMENT_RANGES[key]
+    return checked(default, ge=lo, le=hi)
+
+
+_RECIPE = "within space.{0} (0: unset)"
+
+
 @dataclass(frozen=True)
 class StudySection:
-    name: str = "mnist-99"
-    dataset: str = "mnist"
-    target: float = 0.99
-    sampler: str = "tpe"
-    seed: int = 0
-    seeds: tuple[str, ...] = ("tiny",)
+    """What is searched for, and how trials are drawn."""
+
+    name: str = "mnist-99"  # the study in its storage: a changed space, target or split needs a new name
+    dataset: str = checked("mnist", note="a dataset name (`mincap.data`), checked when the search loads it")  # searched on
+    target: float = checked(0.99, gt=0.0, le=1.0)  # the validation accuracy a trial must reach
+    sampler: str = checked("tpe", choices=SAMPLERS)  # Optuna's sampler
+    seed: int = 0  # the sampler's seed
+    # Preset names enqueued first (`mincap.nets.models.PRESETS`), trained by [seed_recipe]; a seed
+    # may override it for itself: "sep-1.8k@epochs=80,path=1" (recipe keys, `path`, `scales`).
+    seeds: tuple[str, ...] = checked(("tiny",), note="preset names, each optionally PRESET@key=value,...; may be empty")
 
 
 @dataclass(frozen=True)
 class DataSection:
-    n_val: int = 5000
-    split_seed: int = 0
-    limit: int = 0  # 0: the whole train split
+    """The validation split, held out of the dataset's official training set (never the test set)."""
+
+    n_val: int = checked(5000, gt=0, note="a memorization set (`mnist-random-N`): N")  # validation images
+    split_seed: int = 0  # which images are held out
+    limit: int = checked(0, ge=0)  # train on the first N train images (tests); 0: the whole train split
 
 
 @dataclass(frozen=True)
 class Budget:
-    trials: int = 100
-    timeout_s: float = 0.0  # 0: no time limit
+    """How much one `mincap search` run does (`--trials` and `--timeout` override it)."""
+
+    trials: int = checked(100, ge=0)  # trials that drew a network
+    timeout_s: float = checked(0.0, ge=0.0)  # 0: no time limit
 
 
 @dataclass(frozen=True)
 class StorageSection:
+    """Where the trials and their `.mincap` files are kept, and when a silent worker counts as dead."""
+
     url: str = ""  # "": sqlite:///<study dir>/<name>.db
     artifacts: str = ""  # "": <study dir>/<name>.artifacts
-    heartbeat_interval_s: int = 30
-    grace_period_s: int = 90
-    sqlite_timeout_s: float = 120.0
+    heartbeat_interval_s: int = 30  # seconds between a running trial's heartbeats
+    grace_period_s: int = 90  # a trial silent this long is failed and re-queued by the next search
+    sqlite_timeout_s: float = 120.0  # seconds a SQLite write waits for the lock
 
 
 @dataclass(frozen=True)
 class Space:
     """Ranges `(low, high)` are sampled (ints as ints, `log` where noted); tuples of choices are categorical."""
 
-    families: tuple[str, ...] = ("cnn",)
-    conv_depth: tuple[int, int] = (2, 4)
-    channels: tuple[int, int] = (2, 32)  # log-uniform per block
-    channels0: tuple[int, int] = (0, 0)  # the first block's own range (it may be wider); (0, 0): `channels`
-    kernels: tuple[int, ...] = (3, 5)
+    families: tuple[str, ...] = checked(("cnn",), choices=("mlp", "cnn"))  # network kinds drawn
+    conv_depth: tuple[int, int] = checked((2, 4), note="low >= 1 when families has cnn")  # conv blocks
+    channels: tuple[int, int] = checked((2, 32), ge=1)  # log-uniform per block
+    # the first block's own range (it may be wider); (0, 0): `channels`
+    channels0: tuple[int, int] = checked((0, 0), note="[0, 0], or widths >= 1")
+    kernels: tuple[int, ...] = (3, 5)  # kernel sizes, drawn per block
     separable: tuple[bool, ...] = (False,)  # per block after the first: depthwise-separable or not
-    padding: tuple[str, ...] = ("same",)  # per trial: "same" (pad k // 2) or "valid" (no padding)
+    padding: tuple[str, ...] = checked(("same",), choices=("same", "valid"))  # per trial: "same" (pad k // 2) or "valid" (no padding)
     pools: tuple[int, int] = (1, 2)  # how many of the first blocks end in a 2x2 max pool
-    heads: tuple[str, ...] = ("gap", "flatten")
-    hidden_depth: tuple[int, int] = (0, 1)
-    hidden_width: tuple[int, int] = (8, 64)  # log-uniform
-    mlp_depth: tuple[int, int] = (1, 2)
-    mlp_width: tuple[int, int] = (16, 128)  # log-uniform
-    batch_norm: tuple[bool, ...] = (True,)
-    activations: tuple[str, ...] = ("relu",)
-    bits: tuple[int, int] = (2, 8)  # per conv/linear layer
-    per_layer_bits: bool = True
-    quantizers: tuple[str, ...] = ("max",)  # max, mse, lsq (mincap.nets.quant)
+    heads: tuple[str, ...] = checked(("gap", "flatten"), choices=("gap", "flatten"))  # global average pool or flatten
+    hidden_depth: tuple[int, int] = (0, 1)  # hidden fc layers after a cnn's head
+    hidden_width: tuple[int, int] = checked((8, 64), ge=1)  # log-uniform
+    mlp_depth: tuple[int, int] = (1, 2)  # hidden layers of an mlp
+    mlp_width: tuple[int, int] = checked((16, 128), ge=1)  # log-uniform
+    batch_norm: tuple[bool, ...] = (True,)  # batch norm after each conv, or not
+    activations: tuple[str, ...] = checked(("relu",), choices=ACTIVATIONS)  # drawn per trial
+    bits: tuple[int, int] = checked((2, 8), ge=1, le=8)  # per conv/linear layer
+    per_layer_bits: bool = True  # one width drawn per conv/linear layer; false: one per network
+    quantizers: tuple[str, ...] = checked(("max",), choices=QUANTIZERS)  # how scales are found (mincap.nets.quant)
     # Weight scales: "channel" (one per output channel) or "layer" (one per layer; the convs batch
     # norm follows still store per-channel scales, batch norm's folded in: format version 3).
-    scales: tuple[str, ...] = ("channel",)
-    anneal_epochs: tuple[int, int] = (0, 0)  # first QAT epochs stepping the widths down from 8 bits
-    prune_ratio: tuple[float, float] = (0.0, 0.5)
-    prune_ratios: tuple[float, ...] = ()  # a set of choices (e.g. [0, 0.1, 0.2]); replaces the range when given
-    prune_steps: tuple[int, int] = (1, 2)
-    prune_criteria: tuple[str, ...] = ("l1",)
-    finetune_epochs: tuple[int, int] = (1, 2)
-    epochs: tuple[int, int] = (6, 16)
-    qat_fraction: tuple[float, float] = (0.2, 0.5)
-    lr: tuple[float, float] = (0.003, 0.05)  # log-uniform
-    batch_size: tuple[int, ...] = (128, 256, 512)
-    augment: tuple[int, int] = (0, 2)
-    weight_decay: tuple[float, float] = (1e-5, 1e-3)  # log-uniform
+    scales: tuple[str, ...] = checked(("channel",), choices=("channel", "layer"))
+    anneal_epochs: tuple[int, int] = checked((0, 0), ge=0)  # first QAT epochs stepping the widths down from 8 bits
+    prune_ratio: tuple[float, float] = checked((0.0, 0.5), ge=0.0, lt=1.0)  # of each layer's channels, removed
+    # a set of choices (e.g. [0, 0.1, 0.2]); replaces prune_ratio when given
+    prune_ratios: tuple[float, ...] = checked((), ge=0.0, lt=1.0)
+    prune_steps: tuple[int, int] = (1, 2)  # the pruning in this many steps
+    prune_criteria: tuple[str, ...] = ("l1",)  # channel rankings (`mincap.config.CRITERIA`; checked when a trial prunes)
+    finetune_epochs: tuple[int, int] = (1, 2)  # after each pruning step or path step
+    epochs: tuple[int, int] = checked((6, 16), ge=1)  # training epochs
+    qat_fraction: tuple[float, float] = checked((0.2, 0.5), ge=0.0, le=1.0)  # of the epochs, quantization-aware
+    lr: tuple[float, float] = checked((0.003, 0.05), gt=0.0)  # log-uniform
+    batch_size: tuple[int, ...] = checked((128, 256, 512), ge=1)  # choices
+    augment: tuple[int, int] = (0, 2)  # random shift, in pixels
+    # Geometric augmentation ranges (`mincap.training.augment`, TrainConfig's settings of these
+    # names); off by default; a range with equal ends is a fixed value, no searched parameter.
+    rotate_deg: tuple[float, float] = _augment((0.0, 0.0), "rotate_deg")  # rotation, in degrees either way
+    scale_frac: tuple[float, float] = _augment((0.0, 0.0), "scale_frac")  # scale factor 1 - s .. 1 + s
+    shear_deg: tuple[float, float] = _augment((0.0, 0.0), "shear_deg")  # horizontal shear, in degrees
+    translate_px: tuple[float, float] = _augment((0.0, 0.0), "translate_px")  # sub-pixel translation per axis
+    elastic_alpha: tuple[float, float] = _augment((0.0, 0.0), "elastic_alpha")  # elastic distortion strength, in pixels
+    elastic_sigma: tuple[float, float] = _augment((4.0, 4.0), "elastic_sigma")  # the elastic field's smoothing, in pixels
+    weight_decay: tuple[float, float] = checked((1e-5, 1e-3), gt=0.0)  # log-uniform
     # Compression paths (`mincap.compression.path` steps after training; the trial's result is the smallest
     # step reaching the target); "" = none. The first one is the seed presets'.
-    paths: tuple[str, ...] = ("",)
-    path_stop_margin: float = 0.01  # a path ends after a step this far below the target
+    paths: tuple[str, ...] = checked(("",), note="each \"\" or path steps (`mincap.compression.path`)")
+    path_stop_margin: float = checked(0.01, ge=0.0)  # a path ends after a step this far below the target
 
 
 @dataclass(frozen=True)
@@ -145,11 +181,11 @@ class EarlyStop:
     points short does not close the gap (none did in the first MNIST study).
     """
 
-    enabled: bool = True
-    margin: float = 0.02
-    min_progress: float = 0.3
-    min_feasible: int = 2
-    hopeless: float = 0.1
+    enabled: bool = True  # stop trials early
+    margin: float = checked(0.02, ge=0.0, le=1.0)  # below the target-reaching trials' curves
+    min_progress: float = 0.3  # the fraction of its epochs from which a trial may be stopped
+    min_feasible: int = 2  # target-reaching trials needed before curves are compared
+    hopeless: float = checked(0.1, gt=0.0, le=1.0)  # below the target from min_progress on: stopped
 
 
 @dataclass(frozen=True)
@@ -162,12 +198,12 @@ class Fidelity:
     rank, of the screened trials so far (once `min_peers` exist) and reaches `min_val_acc`.
     """
 
-    enabled: bool = False
-    epochs: int = 2
-    subset: int = 0  # 0: the whole train split
-    promote: float = 0.5
-    min_peers: int = 4
-    min_val_acc: float = 0.0
+    enabled: bool = False  # screen the sampled trials (never the seeds)
+    epochs: int = checked(2, ge=1)  # of the screening run
+    subset: int = checked(0, ge=0)  # train images of the screening run; 0: the whole train split
+    promote: float = checked(0.5, gt=0.0, le=1.0)  # the best fraction by Pareto rank goes on to full training
+    min_peers: int = checked(4, ge=1)  # screened trials before any is stopped by rank
+    min_val_acc: float = checked(0.0, ge=0.0, le=1.0)  # the screening accuracy a trial must reach
 
 
 @dataclass(frozen=True)
@@ -177,13 +213,13 @@ class SeedRecipe:
     longest training, the smallest batch, the geometric middle lr, the lowest weight decay, the
     middle shift, the largest QAT fraction and 4 bits (clipped to the space)."""
 
-    epochs: int = 0
-    batch_size: int = 0
-    lr: float = 0.0
-    weight_decay: float = 0.0
-    augment: int = -1
-    qat_fraction: float = 0.0
-    bits: int = 0
+    epochs: int = checked(0, note=_RECIPE.format("epochs"))  # the seeds' training epochs
+    batch_size: int = checked(0, note="one of space.batch_size (0: unset)")  # the seeds' batch size
+    lr: float = checked(0.0, note=_RECIPE.format("lr"))  # learning rate
+    weight_decay: float = checked(0.0, note=_RECIPE.format("weight_decay"))  # weight decay
+    augment: int = checked(-1, note="within space.augment (-1: unset)")  # pixels of random shift
+    qat_fraction: float = checked(0.0, note=_RECIPE.format("qat_fraction"))  # of the epochs, quantization-aware
+    bits: int = checked(0, note=_RECIPE.format("bits"))  # every layer's width
 
 
 @dataclass(frozen=True)
@@ -196,6 +232,7 @@ class StudyConfig:
     early_stop: EarlyStop = field(default_factory=EarlyStop)
     fidelity: Fidelity = field(default_factory=Fidelity)
     seed_recipe: SeedRecipe = field(default_factory=SeedRecipe)
+    oneshot: Oneshot = field(default_factory=Oneshot)
     path: str = ""  # the study file this came from ("" when built in code)
 
     @property
@@ -260,6 +297,16 @@ def _section(name: str, cls: type, raw: Any) -> Any:
     return cls(**{k: _convert(f"{name}.{k}", v, hints[k]) for k, v in raw.items()})
 
 
+def _check_rules(cfg: StudyConfig) -> None:
+    for name in _SECTIONS:
+        part = getattr(cfg, name)
+        for key, rule in rules(type(part)).items():
+            value = getattr(part, key)
+            for v in value if isinstance(value, tuple) else (value,):
+                if not rule.accepts(v):
+                    raise MincapError(f"{name}.{key}: must be {rule.text()}, got {v!r}")
+
+
 def _validate(cfg: StudyConfig) -> None:
     s, sp = cfg.study, cfg.space
 
@@ -267,26 +314,11 @@ def _validate(cfg: StudyConfig) -> None:
         if not ok:
             raise MincapError(msg)
 
-    need(0.0 < s.target <= 1.0, f"study.target: {s.target} is not in (0, 1]")
-    need(s.sampler in SAMPLERS, f"study.sampler: {s.sampler!r} is not one of {SAMPLERS}")
-    need(cfg.budget.trials >= 0, "budget.trials: must be >= 0")
-    need(cfg.budget.timeout_s >= 0, "budget.timeout_s: must be >= 0")
-    need(cfg.data.n_val > 0, "data.n_val: must be positive")
-    need(cfg.data.limit >= 0, "data.limit: must be >= 0")
+    _check_rules(cfg)  # the fields' bounds and choices; below, what no bound can say
     try:  # a memorization set: validation is its training set, never a held-out part of it
         check_split(s.dataset, cfg.data.n_val, cfg.data.limit or None)
     except MincapError as err:
         need(False, f"data.n_val: {err}")
-    need(set(sp.families) <= {"mlp", "cnn"}, f"space.families: {sp.families} not within ('mlp', 'cnn')")
-    need(set(sp.heads) <= {"gap", "flatten"}, f"space.heads: {sp.heads} not within ('gap', 'flatten')")
-    need(1 <= sp.bits[0] and sp.bits[1] <= 8, "space.bits: widths must be within 1..8")
-    need(0.0 <= sp.prune_ratio[0] and sp.prune_ratio[1] < 1.0, "space.prune_ratio: must be within [0, 1)")
-    need(all(0.0 <= r < 1.0 for r in sp.prune_ratios), "space.prune_ratios: each must be within [0, 1)")
-    need(set(sp.quantizers) <= set(QUANTIZERS) and sp.quantizers != (), f"space.quantizers: choose from {QUANTIZERS}")
-    need(sp.anneal_epochs[0] >= 0, "space.anneal_epochs: must be >= 0")
-    need(set(sp.padding) <= {"same", "valid"} and sp.padding != (), "space.padding: choose from same, valid")
-    need(set(sp.scales) <= {"channel", "layer"}, "space.scales: choose from channel, layer")
-    need(sp.path_stop_margin >= 0, "space.path_stop_margin: must be >= 0")
     for text in sp.paths:
         try:
             parse_steps(text) if text else None
@@ -294,30 +326,28 @@ def _validate(cfg: StudyConfig) -> None:
             need(False, f"space.paths: {text!r}: {err}")
     need(sp.channels0 == (0, 0) or sp.channels0[0] >= 1, "space.channels0: widths must be >= 1 ([0, 0]: as channels)")
     need(sp.conv_depth[0] >= 1 or "cnn" not in sp.families, "space.conv_depth: a cnn needs >= 1 conv")
-    need(sp.channels[0] >= 1 and sp.hidden_width[0] >= 1 and sp.mlp_width[0] >= 1, "space: widths must be >= 1")
-    need(sp.epochs[0] >= 1, "space.epochs: must be >= 1")
-    need(sp.lr[0] > 0 and sp.weight_decay[0] > 0, "space.lr/weight_decay: must be > 0 (log scale)")
-    need(0.0 <= sp.qat_fraction[0] and sp.qat_fraction[1] <= 1.0, "space.qat_fraction: must be within [0, 1]")
-    need(all(b >= 1 for b in sp.batch_size), "space.batch_size: must be >= 1")
-    need(set(sp.activations) <= set(ACTIVATIONS), f"space.activations: choose from {ACTIVATIONS}")
+    check_oneshot(cfg.oneshot)
+    # A one-shot study does not search [space]: its seeds are sub-networks of the supernet, and
+    # [seed_recipe] is the from-scratch recipe of its replicates, not a point of [space].
+    per_trial = not cfg.oneshot.enabled
     for name in s.seeds:
         preset, recipe, extras = seed_settings(name, cfg.seed_recipe)
         need(preset in PRESETS, f"study.seeds: unknown preset {preset!r}")
+        if not per_trial:
+            if cfg.oneshot.seeds:
+                try:
+                    preset_subnet(preset, cfg.oneshot, recipe.bits)
+                except MincapError as err:
+                    need(False, f"study.seeds: {err} ([oneshot] seeds = true)")
+            continue
         _validate_seed_recipe(recipe, sp, need)
         if "path" in extras:
             need(0 <= extras["path"] < len(sp.paths), f"study.seeds: {name!r}: path is an index into space.paths "
                                                        f"(0..{len(sp.paths) - 1})")
         if "scales" in extras:
             need(extras["scales"] in sp.scales, f"study.seeds: {name!r}: scales must be one of space.scales")
-    need(0.0 <= cfg.early_stop.margin <= 1.0, "early_stop.margin: must be within [0, 1]")
-    need(0.0 < cfg.early_stop.hopeless <= 1.0, "early_stop.hopeless: must be within (0, 1]")
-    fi = cfg.fidelity
-    need(fi.epochs >= 1, "fidelity.epochs: must be >= 1")
-    need(fi.subset >= 0, "fidelity.subset: must be >= 0 (0: the whole train split)")
-    need(0.0 < fi.promote <= 1.0, "fidelity.promote: must be within (0, 1]")
-    need(fi.min_peers >= 1, "fidelity.min_peers: must be >= 1")
-    need(0.0 <= fi.min_val_acc <= 1.0, "fidelity.min_val_acc: must be within [0, 1]")
-    _validate_seed_recipe(cfg.seed_recipe, sp, need)
+    if per_trial:
+        _validate_seed_recipe(cfg.seed_recipe, sp, need)
 
 
 SEED_EXTRAS = {"path": int, "scales": str}

@@ -13,6 +13,11 @@ and the count reaching the target is shown. The chosen network's two-part code (
 the training labels coded with it, `mincap.evaluation.twopart`) is computed once from its artifact and
 stored like the test accuracy (`two_part/<trial>`). `summarize` returns the summary as plain data (the
 dict `mincap summary --json` prints); `summary_tables` renders it for the terminal.
+
+A one-shot study (`mincap.oneshot`) adds `oneshot` (its supernets, their training time, how many
+trials were fine-tuned), and its chosen network says which fidelity its file is (`oneshot` /
+`finetune`) and, with replicates, `oneshot_gap`: its validation accuracy minus the mean of the
+same network trained from scratch (`mincap.search.replicates.oneshot_config`).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any
 
 from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
 from mincap.data import memorization_note
 from mincap.entropy import cache as entropy_cache
@@ -32,6 +38,7 @@ from mincap.evaluation.selection import smallest_reaching
 from mincap.evaluation.twopart import two_part_code
 from mincap.format.container import decode
 from mincap.report import fmt_acc, fmt_bits
+from mincap.search.oneshot_run import SUPERNETS_ATTR
 from mincap.search.replicates import replicate_trial, stored_replicates
 from mincap.search.storage import last_heartbeats, search_wall_s, trial_spans
 
@@ -171,6 +178,8 @@ def summarize(study, *, target: float, dataset: str, read_artifact=None, data_di
             chosen["replicates"] = replicate_trial(study, best, study_cfg, k=replicates, data_dir=data_dir)
         else:
             chosen["replicates"] = stored_replicates(study, best.number, target)
+    if chosen is not None and "oneshot" in best.user_attrs:
+        chosen.update(_oneshot_chosen(best, chosen.get("replicates")))
     saved = sum(t.user_attrs.get("early_stop_saved_s", 0.0) for t in trials)
     # A trial failed by the heartbeat check has no reason of its own: its process died (kill -9,
     # a lost machine) and `mincap search` re-queued its parameters as a new trial.
@@ -187,7 +196,30 @@ def summarize(study, *, target: float, dataset: str, read_artifact=None, data_di
         # Validation = the training set itself (mnist-random-N); None for an ordinary dataset.
         "memorization": memorization_note(dataset),
         "smallest_by_depth": smallest_by_depth(complete, target),
+        "oneshot": _oneshot_study(study, trials),
     }
+
+
+def _oneshot_chosen(t, replicates: dict | None) -> dict[str, Any]:
+    """The chosen one-shot trial's fidelities and, with replicates, its gap to from-scratch training."""
+    a = t.user_attrs
+    tuned = a.get("finetune")
+    scratch = sum(replicates["val_acc"]) / replicates["k"] if replicates and replicates["k"] else None
+    return {"fidelity": a.get("fidelity"), "inherited_val_acc": a["oneshot"]["val_acc"],
+            "finetuned_val_acc": tuned["val_acc"] if tuned else None, "supernet": a.get("supernet"),
+            "scratch_mean_val_acc": scratch,
+            "oneshot_gap": None if scratch is None else a["val_acc"] - scratch}
+
+
+def _oneshot_study(study, trials) -> dict[str, Any] | None:
+    """A one-shot study's supernets (their training is search time no trial span holds) and trials."""
+    supernets = study.user_attrs.get(SUPERNETS_ATTR) or {}
+    shot = [t for t in trials if "oneshot" in t.user_attrs]
+    if not supernets and not shot:
+        return None
+    return {"supernets": supernets, "n_trials": len(shot),
+            "supernet_train_s": round(sum(v.get("train_time_s", 0.0) for v in supernets.values()), 1),
+            "n_finetuned": sum("finetune" in t.user_attrs for t in shot)}
 
 
 def summary_tables(s: dict[str, Any]) -> Group:
@@ -239,8 +271,21 @@ def summary_tables(s: dict[str, Any]) -> Group:
             r = c["replicates"]
             t3.add_row("other seeds reaching the target (validation)",
                        f"{r['n_reach']} of {r['k']} (val {', '.join(fmt_acc(a) for a in r['val_acc'])})")
+        if c.get("fidelity"):
+            tuned = c["finetuned_val_acc"]
+            kept = "fine-tuned" if c["fidelity"] == "finetune" else "inherited weights"
+            t3.add_row("one-shot file", f"{kept} (inherited {fmt_acc(c['inherited_val_acc'])}"
+                       + (f", fine-tuned {fmt_acc(tuned)})" if tuned is not None else ")"))
+        if c.get("oneshot_gap") is not None:
+            t3.add_row("one-shot minus from scratch (validation)",
+                       f"{100 * c['oneshot_gap']:+.2f} points (from-scratch mean {fmt_acc(c['scratch_mean_val_acc'])})")
         t3.add_row("spec", c["spec"] or "-")
     parts.append(t3)
+    if s.get("oneshot"):
+        o = s["oneshot"]
+        parts.append(Text(f"one-shot: {o['n_trials']} trial(s), {o['n_finetuned']} fine-tuned; "
+                          f"{len(o['supernets'])} supernet(s), {o['supernet_train_s'] / 60:.1f} min of training "
+                          f"(not in the trials' time)"))
     if s.get("entropy"):
         te = Table(title=f"{s['dataset']}: cached entropy estimates (mincap entropy)", header_style="bold")
         for col in ("estimator", "bits / example", "bits, training set"):

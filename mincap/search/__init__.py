@@ -8,6 +8,7 @@ One module per concept, as Optuna keeps its optimize loop apart from storages an
 - `fidelity`: multi-fidelity screening (a short run first; only promoted trials train in full);
 - `objective`: one trial, trained, compressed, decoded and evaluated on validation;
 - `batched`: the loop that trains groups of like-shaped trials as one computation (GPU path);
+- `budget`: when a run stops (networks counted, failures alike) and what an all-failed run says;
 - `monitor`: the live progress table, read from storage;
 - `run`: workers, signals, seeds, `run_search`;
 - `replicates`: the chosen configuration retrained with more seeds (`mincap summary --replicates`).

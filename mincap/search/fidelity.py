@@ -29,7 +29,8 @@ or feasibility: the two objectives and the constraint keep their meaning. Seed p
 (enqueued trials with the `seed_preset` attribute) skip screening: they are known-good.
 
 The batched loop (`mincap.search.batched`, groups of trials trained as one computation on a
-GPU) does not screen: its groups are asked and trained together.
+GPU) does not screen its groups: with screening on, a sampled trial there runs alone through
+the one-trial objective, and `mincap search` runs such a study one trial at a time throughout.
 
 Successive halving proper waits for a group of trials and promotes its best; this
 staged rule decides at once against the trials screened before (asynchronous, like

@@ -11,6 +11,13 @@ The result is stored in the study (user attribute `replicates/<trial>`) after ev
 run, so it is computed once: asking again for K or fewer returns the stored runs, asking
 for more trains only the missing seeds, and an interrupted run keeps what it finished.
 `mincap summary --replicates K` calls this for the chosen trial.
+
+A one-shot trial (`mincap.oneshot`: a sub-network of a supernet, its weights inherited) has no
+training recipe of its own: its network (the sub-network's `spec`, batch norm unfolded) is trained
+FROM SCRATCH by the study's `[seed_recipe]` (unset values by the rule on `[space]`,
+`mincap.search.space.seed_recipe_values`) with LSQ at the trial's bits per layer, its scales as
+the supernet's, its sparsity, and the file's side information at `[oneshot] side_bits`
+(`oneshot_config`); the summary then reports how far the one-shot figure lies from these.
 """
 
 from __future__ import annotations
@@ -27,9 +34,9 @@ from mincap.data import Splits
 from mincap.errors import MincapError
 from mincap.nets.models import Spec
 from mincap.search.path_trial import train_trial
-from mincap.search.space import sample_trial
+from mincap.search.space import sample_trial, seed_recipe_values
 
-__all__ = ["SEED_STRIDE", "replicate_seed", "replicate_trial", "replicates_key", "stored_replicates", "train_once",
+__all__ = ["SEED_STRIDE", "oneshot_config", "replicate_seed", "replicate_trial", "replicates_key", "stored_replicates", "train_once",
            "trial_config"]
 
 SEED_STRIDE = 100_003  # replicate i of a trial trains with seed + (i + 1) * stride: never another trial's seed
@@ -43,9 +50,28 @@ def replicate_seed(base_seed: int, i: int) -> int:
     return base_seed + (i + 1) * SEED_STRIDE
 
 
+def oneshot_config(trial, cfg: StudyConfig) -> tuple[Spec, TrainConfig, CompressConfig]:
+    """The from-scratch (spec, TrainConfig, CompressConfig) of a one-shot trial (module docstring)."""
+    a = trial.user_attrs
+    spec = Spec.from_json(a["spec"])
+    v = seed_recipe_values(cfg.seed_recipe, cfg.space)
+    train_cfg = TrainConfig(epochs=v["epochs"], batch_size=v["batch_size"], lr=v["lr"],
+                            weight_decay=v["weight_decay"], augment_shift=v["augment"],
+                            seed=cfg.study.seed + trial.number)
+    side = cfg.oneshot.side_bits
+    comp = CompressConfig(bits_per_layer=tuple(a["bits_per_layer"]) or None, quantizer="lsq",
+                          per_channel=cfg.oneshot.per_channel, sparsity=float(a.get("sparsity", 0.0)),
+                          qat_epochs=max(1, round(v["qat_fraction"] * v["epochs"])),
+                          path="" if side == 8 else f"side={side}")  # the export's side bits: 8 unless a step
+    return spec, train_cfg, comp
+
+
 def trial_config(trial, cfg: StudyConfig, in_shape: tuple[int, int, int],
                  n_classes: int) -> tuple[Spec, TrainConfig, CompressConfig]:
-    """The (spec, TrainConfig, CompressConfig) a stored trial trained with, rebuilt from its parameters."""
+    """The (spec, TrainConfig, CompressConfig) a stored trial trained with, rebuilt from its parameters
+    (a one-shot trial's: its from-scratch training, `oneshot_config`)."""
+    if "oneshot_config" in trial.user_attrs:
+        return oneshot_config(trial, cfg)
     fixed = optuna.trial.FixedTrial(dict(trial.params), number=trial.number)
     try:
         spec, train_cfg, comp = sample_trial(fixed, cfg, in_shape, n_classes)

@@ -8,6 +8,13 @@ same (exit 143) and is passed on to the worker processes. Trials left RUNNING by
 that died (kill -9, a lost machine) are failed and re-queued when a search starts, once
 their heartbeat is older than the grace period. With a timeout, the deadline is one wall
 clock time shared by every worker: trials still running then stop at their next epoch.
+The trial budget counts networks, a run whose trials all fail alike stops after
+`FAIL_STREAK` of them, and a run in which every trial failed ends with one line and exit
+code 1 (`mincap.search.budget`).
+
+A one-shot study (`[oneshot] enabled`, `mincap.search.oneshot_run`) gets its supernet first
+(trained, resumed or loaded, within the same deadline), then the same workers and optimize loop
+run `OneshotObjective` instead of `Objective`; seeds are enqueued only with `[oneshot] seeds`.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import sys
 import threading
 import time
 import warnings
+from collections import Counter
 from dataclasses import dataclass, replace
 
 import optuna
@@ -27,15 +35,23 @@ from mincap import data
 from mincap.config.study import StudyConfig
 from mincap.errors import MincapError, Terminated, raise_terminated
 from mincap.search.batched import optimize_batched
+from mincap.search.budget import FailureStreak, NetworkBudget, failed_run_error
 from mincap.search.monitor import SearchMonitor
 from mincap.search.objective import Objective
+from mincap.search.oneshot_run import (
+    load_splits,
+    oneshot_objective,
+    oneshot_seed_params,
+    prepare_supernet,
+    record_supernet,
+)
 from mincap.search.server import lost_server_error
 from mincap.search.space import preset_params
 from mincap.search.storage import artifact_store, open_study
 from mincap.training.engine import available_cores, pick_device, setup_threads
 
 __all__ = ["GPU_GROUP", "STOP_GRACE_S", "NetworkBudget", "SearchOptions", "enqueue_seeds", "fail_trials_of", "group_size",
-           "run_search", "run_worker", "split_trials", "stop_processes"]
+           "run_search", "run_worker", "split_trials", "stop_processes", "unbatchable_study"]
 
 GPU_GROUP = 8  # trials per batched group on CUDA when not given
 
@@ -60,19 +76,20 @@ class SearchOptions:
             raise MincapError("--batch-trials must be >= 0 (0 = automatic)")
 
 
-def enqueue_seeds(study, cfg: StudyConfig) -> None:
+def enqueue_seeds(study, cfg: StudyConfig, params=preset_params) -> None:
     """Enqueue each seed preset once per study, also one added to the file later.
 
     The names already enqueued are kept in the study (`seeded`), so a seed trial that
     failed is not enqueued again on every resume; studies from before that list held
     `True` and fall back on `skip_if_exists` (a preset whose trial already ran is skipped).
+    `params(name, cfg)`: the trial's parameters (a one-shot study's: `oneshot_seed_params`).
     """
     seeded = study.user_attrs.get("seeded")
     done = list(seeded) if isinstance(seeded, list) else []
     new = [name for name in cfg.study.seeds if name not in done]
     for name in new:
         # The attribute marks a seed trial: multi-fidelity screening lets it through (it is known-good).
-        study.enqueue_trial(preset_params(name, cfg), user_attrs={"seed_preset": name}, skip_if_exists=True)
+        study.enqueue_trial(params(name, cfg), user_attrs={"seed_preset": name}, skip_if_exists=True)
     if new or not isinstance(seeded, list):
         study.set_user_attr("seeded", done + new)
 
@@ -89,28 +106,22 @@ def group_size(batch_trials: int, device) -> int:
     return GPU_GROUP if str(device).startswith("cuda") else 1
 
 
-class NetworkBudget:
-    """An `optimize` callback: stop after `n` trials that drew a network.
+def unbatchable_study(cfg: StudyConfig) -> str | None:
+    """What this study's space always uses that the batched loop trains one at a time, or None.
 
-    Draws that are not a network (unpadded blocks that leave no pixels of a small image) are
-    not counted; `max_invalid_run` of them in a row means the space has hardly any network
-    for this input, and is an error rather than an endless loop."""
-
-    def __init__(self, n: int, max_invalid_run: int = 200) -> None:
-        self.n, self.max_invalid_run = n, max_invalid_run
-        self.networks = self.invalid_run = 0
-
-    def __call__(self, study, trial) -> None:
-        if str(trial.user_attrs.get("stop_reason", "")).startswith("not a network"):
-            self.invalid_run += 1
-            if self.invalid_run >= self.max_invalid_run:
-                raise MincapError(f"{self.invalid_run} draws in a row were not networks for this input "
-                                  f"(the last: trial {trial.number}); narrow [space] conv_depth, pools or padding")
-            return
-        self.invalid_run = 0
-        self.networks += 1
-        if self.networks >= self.n:
-            study.stop()
+    Such a study runs `study.optimize` itself (one line says so): every trial would be routed
+    alone anyway (`mincap.search.batched.solo_reason`), the default study's included: it
+    screens (`[fidelity]`), learns LSQ steps and anneals widths."""
+    sp, why = cfg.space, []
+    if "max" not in sp.quantizers:
+        why.append(f"the {'/'.join(sp.quantizers)} quantizer")
+    if sp.anneal_epochs[0] > 0:
+        why.append("bit annealing")
+    if sp.families == ("cnn",) and sp.separable == (True,) and sp.conv_depth[0] > 1:
+        why.append("depthwise-separable blocks")
+    if cfg.fidelity.enabled:
+        why.append("[fidelity] screening")
+    return ", ".join(why) or None
 
 
 def run_worker(cfg: StudyConfig, opts: SearchOptions, n_trials: int | None, worker: int, threads: int,
@@ -121,22 +132,24 @@ def run_worker(cfg: StudyConfig, opts: SearchOptions, n_trials: int | None, work
     setup_threads(threads)
     device = pick_device(opts.device)
     study = open_study(cfg, url=opts.storage_url, worker=worker)
-    splits = data.load(
-        cfg.study.dataset, root=opts.data_dir, n_val=cfg.data.n_val, split_seed=cfg.data.split_seed,
-        limit=cfg.data.limit or None, device=device,
-    )
-    objective = Objective(cfg, splits, device, artifact_store(cfg, opts.storage_url), deadline=deadline)
+    splits = load_splits(cfg, opts.data_dir, device)
+    store = artifact_store(cfg, opts.storage_url)
+    if cfg.oneshot.enabled:  # a trial scores one sub-network of the cached supernet, in seconds
+        objective, k = oneshot_objective(cfg, splits, device, store, opts.data_dir), 1
+    else:
+        objective = Objective(cfg, splits, device, store, deadline=deadline)
+        k = group_size(opts.batch_trials, device)
     timeout = None if deadline is None else max(0.0, deadline - time.time())
-    k = group_size(opts.batch_trials, device)
     try:
         if k > 1:
             optimize_batched(study, objective, n_trials=n_trials, timeout_s=timeout, group_size=k)
         else:
             # The trial budget counts networks: draws that are not one (pruned untrained in 0.1 s)
             # would otherwise eat it -- 494 of ladder2-mnist-14's 500 trials, 26 minutes into its hour.
-            budget = NetworkBudget(n_trials) if n_trials is not None else None
-            study.optimize(objective, n_trials=None if budget else n_trials, timeout=timeout, catch=(Exception,),
-                           gc_after_trial=False, callbacks=[budget] if budget else None)
+            # A run whose trials all fail alike stops after a few instead of burning its budget.
+            callbacks = [NetworkBudget(n_trials), FailureStreak()]
+            study.optimize(objective, n_trials=None, timeout=timeout, catch=(Exception,),
+                           gc_after_trial=False, callbacks=callbacks)
     except Exception as err:
         lost = lost_server_error(opts.storage_url or cfg.storage_url, err)
         if lost is not None:  # the server stayed away: one line, not a traceback
@@ -250,27 +263,59 @@ def fail_stale_trials(study) -> list[int]:
 
 def run_search(cfg: StudyConfig, opts: SearchOptions) -> dict:
     """Run (or resume) the study with `opts.workers` processes; returns a short result dict."""
-    pick_device(opts.device)  # a device this machine lacks: one line now, not one per worker later
+    # A device this machine lacks: one line now, not one per worker later.
+    device = pick_device(opts.device)
     # Missing data: one line now, before a study database or artifact folder is created
     # (the arrays stay cached for this process's own worker).
     data.load_arrays(cfg.study.dataset, opts.data_dir, True)
     study = open_study(cfg, url=opts.storage_url)  # creates it once, before any worker races
     stale = fail_stale_trials(study)
-    enqueue_seeds(study, cfg)
+    oneshot = cfg.oneshot.enabled
+    if not oneshot:
+        enqueue_seeds(study, cfg)
+    elif cfg.oneshot.seeds:  # a one-shot study's seeds only when it asks: what it finds, its sampler found
+        enqueue_seeds(study, cfg, oneshot_seed_params)
     n_before = _n_started(study)
+    finished_before = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
     total = opts.trials if opts.trials is not None else cfg.budget.trials
+    k = group_size(opts.batch_trials, device)
+    if k > 1 and not oneshot and (why := unbatchable_study(cfg)):
+        # Said once, before the live display: each trial would go alone anyway, and a GPU user
+        # should know that the batched groups they expect are not what runs.
+        print(f"mincap search: all trials train one at a time, not in batched groups of {k}: this "
+              f"study uses {why}, which the batched engine does not train", file=sys.stderr)
+        opts = replace(opts, batch_trials=1)
     threads = max(1, available_cores() // opts.workers)
     t0 = time.perf_counter()
     timeout = opts.timeout_s if opts.timeout_s is not None else (cfg.budget.timeout_s or None)
     deadline = None if timeout is None else time.time() + timeout
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, raise_terminated)
+    supernet = None
+    if oneshot:  # before the live display: the supernet's training has its own
+        supernet = prepare_supernet(cfg, data_dir=opts.data_dir, device=device, progress=opts.progress,
+                                    deadline=deadline, workers=opts.workers)
+        record_supernet(study, supernet, cfg)
+        if supernet.how == "cached":
+            print(f"mincap search: supernet {supernet.key} loaded from its cache ({supernet.epochs} epochs, "
+                  f"{supernet.train_time_s / 60:.1f} min of training), not trained again", file=sys.stderr)
+        if not supernet.finished:  # the deadline passed first: no trial runs
+            return {"trials_total": n_before, "trials_before": n_before, "elapsed_s": time.perf_counter() - t0,
+                    "stale_failed": stale, "stopped_at_deadline": [], "trials_run": 0, "unbatched": {},
+                    "supernet": supernet.to_dict()}
+        timeout = None if deadline is None else max(0.0, deadline - time.time())
     with SearchMonitor(cfg, opts, total=total, n_before=n_before, timeout_s=timeout, enabled=opts.progress):
         if opts.workers == 1:
             run_worker(cfg, opts, total, 0, threads, deadline)
         else:
             _run_processes(cfg, opts, total, threads, deadline)
     trials = open_study(cfg, url=opts.storage_url).get_trials(deepcopy=False)
+    mine = [t for t in trials if t.state.is_finished() and t.number not in finished_before]
+    failed = failed_run_error(mine)
+    if failed is not None:
+        raise failed
     at_deadline = [t.number for t in trials[n_before:] if "--timeout" in t.user_attrs.get("stop_reason", "")]
+    unbatched = Counter(t.user_attrs["unbatched"] for t in mine if "unbatched" in t.user_attrs)
     return {"trials_total": _n_started_of(trials), "trials_before": n_before, "elapsed_s": time.perf_counter() - t0,
-            "stale_failed": stale, "stopped_at_deadline": at_deadline}
+            "stale_failed": stale, "stopped_at_deadline": at_deadline, "trials_run": len(mine),
+            "unbatched": dict(unbatched), "supernet": None if supernet is None else supernet.to_dict()}

@@ -19,12 +19,12 @@ from typing import Any
 
 import optuna
 
-from mincap.config import CompressConfig, TrainConfig
-from mincap.config.study import StudyConfig, seed_settings
+from mincap.config import AUGMENT_RANGES, CompressConfig, TrainConfig
+from mincap.config.study import SeedRecipe, Space, StudyConfig, seed_settings
 from mincap.errors import MincapError
 from mincap.nets.models import PRESETS, Conv, Spec
 
-__all__ = ["preset_params", "sample_trial"]
+__all__ = ["preset_params", "sample_trial", "seed_recipe_values"]
 
 
 class _Draw:
@@ -112,6 +112,7 @@ def sample_trial(trial, cfg: StudyConfig, in_shape: tuple[int, int, int], n_clas
         weight_decay=d.float("weight_decay", sp.weight_decay, log=True),
         augment_shift=d.int("augment", sp.augment),
         seed=cfg.study.seed + trial.number,
+        **{key: d.float(key, getattr(sp, key)) for key in AUGMENT_RANGES},  # rotate_deg, ...
     )
     prune = float(d.cat("prune_ratio", sp.prune_ratios)) if sp.prune_ratios else d.float("prune_ratio", sp.prune_ratio)
     comp = CompressConfig(
@@ -131,6 +132,18 @@ def sample_trial(trial, cfg: StudyConfig, in_shape: tuple[int, int, int], n_clas
     if structural is not None:
         structural.extend(d.structural)
     return spec, train_cfg, comp
+
+
+def seed_recipe_values(r: SeedRecipe, sp: Space) -> dict[str, Any]:
+    """The training values of recipe `r` (epochs, batch_size, lr, weight_decay, augment,
+    qat_fraction), each unset one by the rule on space `sp`: the longest training, the smallest
+    batch, the geometric middle lr, the lowest weight decay, the middle shift, the largest QAT
+    fraction. The seed presets' recipe, and the from-scratch recipe of a one-shot trial's
+    replicates (`mincap.search.replicates`)."""
+    return {"epochs": r.epochs or sp.epochs[1], "batch_size": r.batch_size or sp.batch_size[0],
+            "lr": r.lr or math.sqrt(sp.lr[0] * sp.lr[1]), "weight_decay": r.weight_decay or sp.weight_decay[0],
+            "augment": r.augment if r.augment != -1 else sp.augment[0] + (sp.augment[1] - sp.augment[0]) // 2,
+            "qat_fraction": r.qat_fraction or sp.qat_fraction[1]}
 
 
 def preset_params(name: str, cfg: StudyConfig) -> dict[str, Any]:
@@ -155,11 +168,12 @@ def preset_params(name: str, cfg: StudyConfig) -> dict[str, Any]:
     # the study's [seed_recipe] overrides each value (checked to lie in the space).
     bits = r.bits or min(max(4, sp.bits[0]), sp.bits[1])
     p.update({f"bits{i}": bits for i in range(n_layers)} if sp.per_layer_bits else {"bits": bits})
-    p.update(epochs=r.epochs or sp.epochs[1], batch_size=r.batch_size or sp.batch_size[0],
-             lr=r.lr or math.sqrt(sp.lr[0] * sp.lr[1]), weight_decay=r.weight_decay or sp.weight_decay[0],
-             augment=r.augment if r.augment != -1 else sp.augment[0] + (sp.augment[1] - sp.augment[0]) // 2,
-             qat_fraction=r.qat_fraction or sp.qat_fraction[1],
-             prune_ratio=min(sp.prune_ratios or (sp.prune_ratio[0],)),
+    p.update(seed_recipe_values(r, sp))
+    p.update(prune_ratio=min(sp.prune_ratios or (sp.prune_ratio[0],)),
              quantizer=sp.quantizers[0], scales=extras.get("scales", sp.scales[0]),
              anneal_epochs=sp.anneal_epochs[1], path=sp.paths[extras.get("path", 0)])
+    # Searched augmentation ranges only (a fixed one is no parameter: the enqueued seeds of a study
+    # without them stay the same dict), each at its low end, the least distortion.
+    ranges = {key: getattr(sp, key) for key in AUGMENT_RANGES}
+    p.update({key: lo for key, (lo, hi) in ranges.items() if lo != hi})
     return p

@@ -21,7 +21,9 @@ Batched computation (`mincap.training.grouped`)
     weight decay. The data stay on the device as one tensor; each member draws its own
     `randperm` order and `_shift` offsets from its own
     `torch.Generator().manual_seed(cfg.seed)` in the same order as `train` does, and the N
-    batches are gathered and shifted in one indexing operation each.
+    batches are gathered and shifted in one indexing operation each. Members with a warp
+    (`mincap.training.augment`: affine / elastic) draw their grids from their own
+    `augment.warp_generator(cfg.seed)`, as `train` does, and are resampled in one `grid_sample`.
 
 Equivalence
     Weights start from `mincap.training.engine.init_model(spec, cfg.seed)`; batch order,
@@ -55,14 +57,15 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from mincap.config import TrainConfig
+from mincap.config import CompressConfig, TrainConfig
 from mincap.data import Split, Splits
 from mincap.errors import MincapError, NonFiniteLoss
 from mincap.nets.models import Spec, prepare
+from mincap.training.augment import Warp, resample, sampling_grid, warp_generator
 from mincap.training.engine import EpochStats, TrainResult, init_model, one_cycle
 from mincap.training.grouped import Stack, StackedAdamW
 
-__all__ = ["Trained", "group_key", "group_trials", "train_many"]
+__all__ = ["Trained", "batch_refusal", "group_key", "group_trials", "train_many"]
 
 OnEpoch = Callable[[int, EpochStats], bool | None]
 
@@ -77,6 +80,22 @@ class Trained:
 
     def __iter__(self):  # `model, result = trained`
         return iter((self.model, self.result))
+
+
+def batch_refusal(spec: Spec, comp: CompressConfig) -> str | None:
+    """Why a trial cannot train in a batched group (`train_many`), or None when it can.
+
+    The grouped program stacks plain convolutions, has only the max-|w| fake quantizer, and
+    trains with the plan's fixed widths (`qat_plan` carries no annealing schedule): a trial
+    needing any other trains one at a time, else it would fail or train differently here.
+    """
+    if any(c.separable for c in spec.convs):
+        return "depthwise-separable blocks"
+    if comp.quantizer != "max":
+        return f"the {comp.quantizer} quantizer"
+    if comp.anneal_epochs > 0:
+        return "bit annealing"
+    return None
 
 
 def group_key(spec: Spec, cfg: TrainConfig, plan: tuple | None = None) -> tuple:
@@ -106,6 +125,12 @@ class _Member:
     gen: torch.Generator  # the solo run's batch-order and augmentation generator
     quant: tuple | None = None  # (QuantSpec | None per conv/linear layer, first fake-quant epoch)
     result: TrainResult = field(default_factory=TrainResult)
+    warp: Warp = field(init=False)
+    warp_gen: torch.Generator | None = field(init=False)  # the solo run's warp generator, or None
+
+    def __post_init__(self) -> None:
+        self.warp = Warp.from_config(self.cfg)
+        self.warp_gen = warp_generator(self.cfg.seed) if self.warp.active else None
 
 
 def train_many(
@@ -196,6 +221,7 @@ def _train_epoch(stack: Stack, opt: StackedAdamW, members: list[_Member], x_all:
     shifts = [m.cfg.augment_shift for m in members]
     if max(shifts):  # the epoch's offsets drawn up front (same draws, same order), one copy to the device
         offsets = torch.stack([_draw_shifts(shifts, [m.gen for m in members], bs) for _ in range(steps)]).to(device)
+    warped = [j for j, m in enumerate(members) if m.warp_gen is not None]
     ls = members[0].cfg.label_smoothing
     loss_sum = torch.zeros(len(members), device=device)
     for i in range(steps):
@@ -203,6 +229,8 @@ def _train_epoch(stack: Stack, opt: StackedAdamW, members: list[_Member], x_all:
         xb = x_all[idx]  # (N, B, C, H, W)
         if max(shifts):
             xb = _apply_shifts(xb, offsets[i], max(shifts))
+        if warped:
+            xb = _apply_warps(xb, members, warped)
         n, b = xb.shape[:2]
         logits = stack.logits(xb.transpose(0, 1).reshape(b, n * xb.shape[2], *xb.shape[3:]), epoch, True)
         losses = F.cross_entropy(logits.reshape(n * b, -1), y_all[idx].reshape(-1), reduction="none",
@@ -237,6 +265,21 @@ def _apply_shifts(xb: torch.Tensor, d: torch.Tensor, s_max: int) -> torch.Tensor
     bi = torch.arange(n * b, device=xb.device)[:, None, None]
     out = padded[bi, :, rows, cols].permute(0, 3, 1, 2).contiguous()
     return out.reshape(n, b, c, h, w)
+
+
+def _apply_warps(xb: torch.Tensor, members: list[_Member], warped: list[int]) -> torch.Tensor:
+    """Warp members `warped` of xb (N, B, C, H, W), each by a grid from its own generator (the draws
+    of its solo run), all in one `grid_sample`; the other members' images are left as they are."""
+    n, b, c, h, w = xb.shape
+    k = len(warped)
+    grids = torch.cat([sampling_grid(members[j].warp, b, h, w, members[j].warp_gen, xb.device,
+                                     xb.dtype) for j in warped])
+    if k == n:
+        return resample(xb.reshape(n * b, c, h, w), grids).reshape(n, b, c, h, w)
+    sel = torch.tensor(warped, device=xb.device)
+    out = xb.clone()
+    out[sel] = resample(xb[sel].reshape(k * b, c, h, w), grids).reshape(k, b, c, h, w)
+    return out
 
 
 def _validate(stack: Stack, val: Split, eval_batch_size: int, epoch: int) -> list[float]:

@@ -3,18 +3,21 @@
 airbench's idioms, sized for tiny MNIST networks: the train split is converted
 to float once and kept on the device as one tensor; each step indexes a batch
 out of it with a seeded `randperm` (no DataLoader, no per-sample transforms);
-augmentation is a per-sample random shift done as one gather on the batch;
+augmentation is a per-sample random shift done as one gather on the batch,
+optionally followed by a random affine map and elastic distortion resampled in one
+`grid_sample` (`mincap.training.augment`; off by default);
 batches are large and the learning rate follows a one-cycle schedule. On the
 2-core CPU machine this trains the `tiny` preset (~2.7k parameters) on 55,000
 images at about the speed `bench/train_speed.py` prints, many times the
 pytorch/examples DataLoader loop.
 
 Training is deterministic on CPU for a given seed (the model's initial weights
-come from `torch.manual_seed(seed)` in `init_model`, batch order from a
-generator seeded by the same seed). The per-epoch callback receives the
-validation accuracy; returning True stops training (the search's early-stop rule
-and Optuna hook in there). The test set is never read here: `evaluate` scores whatever split
-it is given, and only `mincap.evaluation.holdout` hands out the test split.
+come from `torch.manual_seed(seed)` in `init_model`, batch order and shifts from a
+generator seeded by the same seed, warps from `augment.warp_generator(seed)`).
+The per-epoch callback receives the validation accuracy; returning True stops
+training (the search's early-stop rule and Optuna hook in there). The test set
+is never read here: `evaluate` scores whatever split it is given, and only
+`mincap.evaluation.holdout` hands out the test split.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from mincap.config import TrainConfig
 from mincap.data import Split, Splits
 from mincap.errors import MincapError, NonFiniteLoss
 from mincap.nets.models import Spec, build, prepare
+from mincap.training.augment import Warp, augment, warp_generator
 
 __all__ = [
     "EpochStats",
@@ -166,6 +170,8 @@ def train(
     bs = min(cfg.batch_size, n)
     steps = max(1, n // bs)  # drop the ragged last batch: every step has the same size
     gen = torch.Generator().manual_seed(cfg.seed)
+    warp = Warp.from_config(cfg)
+    warp_gen = warp_generator(cfg.seed) if warp.active else None  # off: not one extra draw
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, one_cycle(cfg.epochs * steps))
     result = TrainResult()
@@ -186,6 +192,8 @@ def train(
             xb = x[idx]
             if cfg.augment_shift:
                 xb = _shift(xb, cfg.augment_shift, gen)
+            if warp_gen is not None:
+                xb = augment(xb, warp, warp_gen)
             logits = model(xb)
             loss = F.cross_entropy(logits, y[idx], label_smoothing=cfg.label_smoothing)
             if distill:

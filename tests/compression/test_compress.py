@@ -144,15 +144,34 @@ def test_separable_artifact_is_a_99_percent_network_by_the_rule(mnist_root, caps
 
 
 def test_reexport_keeps_the_codes_and_shrinks_with_the_side_bits(compressed, small):
+    """Re-encoding the side at B bits changes the network by that rounding only: the same codes, each
+    bias within half a B-bit step of its 8-bit value, each scale within half a step of the exponent
+    grid (2^side_shift(B) 32nds of an octave), and at 8 bits exactly the same network."""
+    import numpy as np
+
     from mincap.format.writer import reexport
 
     res = compressed
+    old = artifact.decode(res.artifact)
     assert len(reexport(res.artifact, 8)) <= len(res.artifact)  # version 5 only where it is shorter
     sizes = []
     for b in (8, 6, 4):
         data = reexport(res.artifact, b)
         dec = artifact.decode(data)
-        assert all((d.codes == o.codes).all() for d, o in zip(dec.layers, artifact.decode(res.artifact).layers))
-        assert abs(evaluate(dec.model, small.val)[0] - res.val_acc) < 0.05  # the rounding, not a new network
+        assert dec.spec == old.spec
+        assert all((d.codes == o.codes).all() for d, o in zip(dec.layers, old.layers))
+        lim, grid = 2 ** (b - 1) - 1, 2 ** max(0, 7 - b)  # the bias range, the exponent grid at b bits
+        for d, o in zip(dec.layers, old.layers):
+            assert d.compact and o.compact  # every layer of this network is symmetric per channel
+            bias = o.side.bias().astype(np.float64)
+            step = np.abs(bias).max() / lim * (1 + 2.0 ** -10)  # the step: max |bias| / lim, up to float16
+            assert np.abs(d.side.bias() - bias).max() <= step / 2 + 1e-7
+            octaves = np.abs(np.log2(d.side.scale().astype(np.float64) / o.side.scale()))
+            assert octaves.max() <= grid / 64 * (1 + 1e-5)  # half a grid step (one step: grid / 32 octave)
+            assert (octaves > 0).any() == (grid > 1)  # at 8 and 7 bits the exponents are kept as they are
+        if b == 8:  # nothing to round: the same decoded weights and biases, the same accuracy
+            for d, o in zip(dec.layers, old.layers):
+                assert np.array_equal(d.float_weight(), o.float_weight()) and np.array_equal(d.side.bias(), o.side.bias())
+            assert evaluate(dec.model, small.val)[0] == res.val_acc
         sizes.append(len(data))
     assert sizes[0] > sizes[1] > sizes[2]

@@ -25,6 +25,17 @@ def test_chosen_is_the_smallest_step_meeting_the_target():
     assert PathResult(steps, None).chosen is None
 
 
+def test_ties_go_to_the_more_accurate_then_the_earlier_step():
+    # Hand-made steps with known answers at the 99% target: 99.00% exactly counts (>=).
+    steps = [_step(0, 8000, 0.9930), _step(1, 6000, 0.9900), _step(2, 6000, 0.9920), _step(3, 6000, 0.9920),
+             _step(4, 5999, 0.9899), _step(5, 7000, 0.9990)]
+    assert PathResult(steps, 0.99).chosen.index == 2  # 6,000 bits thrice: 99.20% twice, the earlier of those
+    assert PathResult(steps, 0.9921).chosen.index == 5  # only steps 0 and 5 reach it; 5 is smaller
+    assert PathResult(steps, 0.9899).chosen.index == 4  # the one bit less wins over any accuracy
+    assert PathResult(steps[:2], 0.99).chosen.index == 1  # exactly at the target
+    assert PathResult(steps[:2], 0.99 + 1e-9).chosen.index == 0
+
+
 def test_parse_steps():
     assert parse_steps("sparsity=0.3; prune=0.2,bits=2;bits=4:2:2:4") == [
         {"sparsity": 0.3}, {"prune": 0.2, "bits": (2,)}, {"bits": (4, 2, 2, 4)}]
@@ -59,13 +70,27 @@ def test_every_step_is_recorded_and_decodes_to_its_accuracy(path):
     assert res.steps[3].artifact_bits < res.steps[1].artifact_bits < res.steps[0].artifact_bits
 
 
-def test_path_chooses_the_smallest_feasible_step(path):
-    res, splits = path
-    for target in sorted({s.val_acc for s in res.steps}):
-        res.target = target
-        feasible = [s for s in res.steps if s.val_acc >= target]
-        assert res.chosen.artifact_bits == min(s.artifact_bits for s in feasible)
-        assert evaluate(artifact.decode(res.chosen.artifact).model, splits.val)[0] == res.chosen.val_acc
+def test_a_real_path_at_a_real_target_chooses_its_smallest_step_reaching_it(mnist_small):
+    """A path that learns (an MLP at 80% on 1,000 images) with a target its last, most pruned step misses."""
+    from mincap.data import Split, Splits
+    from mincap.nets.models import parse_arch
+
+    train = Split(mnist_small.train.x[:1000], mnist_small.train.y[:1000])
+    val = Split(mnist_small.val.x[:500], mnist_small.val.y[:500])
+    splits = Splits(mnist_small.name, train, val, mnist_small.n_classes)
+    comp = CompressConfig(bits=4, qat_epochs=1, quantizer="lsq", prune_finetune_epochs=1)
+    target = 0.75
+    res = compression_path(parse_arch("mlp-32"), splits, TrainConfig(epochs=2, batch_size=50, lr=0.01), comp,
+                           steps="sparsity=0.5;bits=2;prune=0.5", target=target)
+    assert len({s.artifact_bits for s in res.steps}) == len(res.steps)  # no ties here: one answer
+    by_size = sorted(res.steps, key=lambda s: s.artifact_bits)
+    assert by_size[0].val_acc < target <= max(s.val_acc for s in res.steps), \
+        [(s.artifact_bits, s.val_acc) for s in res.steps]  # the target is real: it rules the smallest out
+    chosen = res.chosen
+    assert chosen.val_acc >= target and chosen is not by_size[0]
+    # the first step reaching the target, walking up from the smallest
+    assert chosen is next(s for s in by_size if s.val_acc >= target)
+    assert evaluate(artifact.decode(chosen.artifact).model, splits.val)[0] == chosen.val_acc
 
 
 def test_side_steps_re_export_without_training_and_hold_for_later_steps(mnist_small):

@@ -1,23 +1,48 @@
+import glob
+from pathlib import Path
+
 import pytest
 
 from mincap.cli import main
 from mincap.config.study import DEFAULT_STUDY, StudyConfig, load_study_file, parse_study
 from mincap.errors import MincapError
+from mincap.search.storage import CONFIG_ATTR, open_study, stored_config
+
+STUDY_FILES = sorted(glob.glob("studies/*.toml") + glob.glob("studies/*/*.toml"))
 
 
-def test_default_study_file_parses():
-    cfg = load_study_file(DEFAULT_STUDY)
-    # a changed space means a new study name and database; earlier studies are kept in studies/history/
-    assert cfg.study.name == "mnist-99-v3" and cfg.study.target == 0.99 and cfg.study.dataset == "mnist"
-    assert cfg.storage_url.startswith("sqlite:///") and cfg.storage_url.endswith("studies/mnist-99-v3.db")
-    assert all(p.split(";")[0] == "side=6" for p in cfg.space.paths)  # v3: every path starts at side=6
-    assert cfg.space.bits == (2, 5) and cfg.space.quantizers == ("lsq",) and isinstance(cfg.space.families, tuple)
+def test_the_cli_default_is_the_default_study_file():
+    from mincap.cli.study import DEFAULT_STUDY_FILE
+
+    assert Path(DEFAULT_STUDY_FILE) == DEFAULT_STUDY and DEFAULT_STUDY.as_posix() in STUDY_FILES
 
 
-def test_history_study_files_still_open_their_databases():
-    for name in ("mnist-99", "mnist-99-v2"):
-        cfg = load_study_file(f"studies/history/{name}.toml")
-        assert cfg.study.name == name and cfg.storage_url.endswith(f"studies/history/{name}.db")
+@pytest.mark.parametrize("path", STUDY_FILES)
+def test_committed_study_files_resume_the_search_their_database_holds(path):
+    """A study file and its database are one search: resuming it must continue the same one. So a
+    changed space, target, dataset or split means a new study name (and database); the old study
+    keeps its file in studies/history/. Each committed file opens its committed database, and where
+    the study kept the file it was made with (`stored_config`), that file searched what this one does."""
+    cfg = load_study_file(path)
+    assert cfg.storage_url == f"sqlite:///{Path(path).resolve().parent / cfg.study.name}.db"
+    study = open_study(cfg, create=False)  # refuses a study that is not there
+    assert study.user_attrs["target"] == cfg.study.target and study.user_attrs["dataset"] == cfg.study.dataset
+    if CONFIG_ATTR in study.user_attrs:
+        made = stored_config(cfg.storage_url, cfg.study.name)
+        assert (made.space, made.study.target, made.study.dataset, made.data, made.oneshot) == \
+            (cfg.space, cfg.study.target, cfg.study.dataset, cfg.data, cfg.oneshot)
+
+
+def test_a_study_file_names_its_database_beside_itself(tmp_path):
+    f = tmp_path / "deep" / "s.toml"
+    f.parent.mkdir()
+    f.write_text('[study]\nname = "s-v2"\n')
+    cfg = load_study_file(f)
+    assert cfg.storage_url == f"sqlite:///{f.parent.resolve() / 's-v2.db'}"
+    assert cfg.artifacts_dir == f.parent.resolve() / "s-v2.artifacts"
+    f.write_text('[study]\nname = "s-v2"\n[storage]\nurl = "sqlite:///elsewhere.db"\nartifacts = "arts"\n')
+    cfg = load_study_file(f)
+    assert cfg.storage_url == "sqlite:///elsewhere.db" and cfg.artifacts_dir == f.parent.resolve() / "arts"
 
 
 def test_defaults_when_tables_missing():

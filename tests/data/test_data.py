@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -43,20 +44,26 @@ def test_limit_keeps_validation(mnist_root):
     assert len(s.train) == 2000 and len(s.val) == 5000
 
 
-def test_training_never_reads_test(mnist_small, monkeypatch):
-    from mincap.nets import models
-    from mincap.training import engine as train
+def test_training_never_reads_test(mnist_root, monkeypatch):
+    """`mincap train`'s whole run (data loading, training, QAT, a compression path, export and
+    decoding) reads no test image; the same run with `test=True` does, through the spy below,
+    so the spy sees a read wherever it happens."""
+    from mincap.config import CompressConfig, TrainConfig
+    from mincap.training.experiment import Experiment, load_experiment, run_experiment
 
-    real = data.registry._load_arrays  # every read of a dataset part goes through here
-
-    def guarded(name, roots, train):
-        if not train:
-            raise AssertionError("the training path read the test set")
-        return real(name, roots, train)
-
-    monkeypatch.setattr(data.registry, "_load_arrays", guarded)
-    model = train.init_model(models.PRESETS["mlp-32"], 0)
-    train.train(model, mnist_small, train.TrainConfig(epochs=1, batch_size=128))
+    reads = []
+    real = data.registry._load_arrays  # every read of a dataset part goes through here, cached or not
+    monkeypatch.setattr(data.registry, "_load_arrays",
+                        lambda name, roots, train: reads.append((name, train)) or real(name, roots, train))
+    exp = Experiment(arch="mlp-32", data_dir=str(mnist_root), limit=300, n_val=300, device="cpu",
+                     train=TrainConfig(epochs=1, batch_size=100), compress=CompressConfig(bits=4, qat_epochs=1),
+                     path="sparsity=0.5", target=0.0)
+    out = run_experiment(exp, load_experiment(exp, verbose=False))
+    assert "test_acc" not in out and len(out["path"]) == 2
+    assert reads and ("mnist", False) not in reads  # the train part was read, the test part never
+    reads.clear()
+    out = run_experiment(replace(exp, test=True), load_experiment(exp, verbose=False))
+    assert ("mnist", False) in reads and 0.0 <= out["test_acc"] <= 1.0
 
 
 def test_unknown_dataset():

@@ -141,8 +141,8 @@ def test_ask_group_shares_a_structure():
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(directions=["minimize", "maximize"], sampler=optuna.samplers.RandomSampler(seed=3))
-    group, n_pruned = search_batched.ask_group(study, StudyConfig(), (1, 28, 28), 10, 4)
-    assert n_pruned == 0
+    group, pruned = search_batched.ask_group(study, StudyConfig(), (1, 28, 28), 10, 4)
+    assert pruned == []
     assert len({t.number for t, *_ in group}) == 4
     specs = [s for _, s, _, _ in group]
     cfgs = [c for _, _, c, _ in group]

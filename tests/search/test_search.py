@@ -13,7 +13,7 @@ from machines import STUDY
 
 from mincap import search
 from mincap.cli import main
-from mincap.config.study import load_study_file
+from mincap.config.study import load_study_file, parse_study
 from mincap.errors import NonFiniteLoss
 from mincap.search import run as search_run
 
@@ -253,7 +253,9 @@ def test_split_trials(total, workers, expected):
 
 
 def test_early_stop_rule():
-    cfg = load_study_file("studies/mnist-99.toml")
+    # The rule's settings stated here, not read from a study file that may change them.
+    cfg = parse_study({"study": {"target": 0.99},
+                       "early_stop": {"margin": 0.02, "min_progress": 0.3, "min_feasible": 2, "hopeless": 0.1}})
     rule = search.EarlyStopRule(cfg, [[0.9, 0.95, 0.99, 0.995], [0.85, 0.93, 0.985, 0.992]])
     assert not rule.should_stop(1, 4, 0.1)  # before min_progress (0.3)
     assert rule.should_stop(2, 4, 0.80)  # 0.93 - 0.02 = 0.91 > 0.80
@@ -296,7 +298,8 @@ def test_seed_preset_reproduces_its_architecture(preset):
     spec, train_cfg, comp = search.sample_trial(trial, cfg, (1, 28, 28), 10)
     want = PRESETS[preset]
     assert spec.convs == want.convs and spec.hidden == want.hidden and spec.head == want.head
-    assert train_cfg.epochs == (cfg.seed_recipe.epochs or cfg.space.epochs[1]) and set(comp.bits_per_layer) == {4}
+    assert train_cfg.epochs == (cfg.seed_recipe.epochs or cfg.space.epochs[1])
+    assert set(comp.bits_per_layer) == {cfg.seed_recipe.bits or 4}
 
 
 def _ignore_sigterm_and_sleep(ready):  # pragma: no cover - child process

@@ -35,10 +35,17 @@ def test_draws_use_every_kind_and_bits_match_the_layers():
 
 
 def test_separable_flags_are_structural_for_batched_groups():
-    cfg = parse_study({"space": SPACE})
-    group, n_pruned = ask_group(_study(3), cfg, (1, 28, 28), 10, 3)
-    assert len(group) + n_pruned == 3
-    assert len({tuple(c.separable for c in spec.convs) for _, spec, _, _ in group}) == 1
+    """A group shares its separable flags; a draw with a separable block (which the batched engine
+    does not train) is asked alone, and the others fill groups of k."""
+    cfg = parse_study({"space": {**SPACE, "quantizers": ["max"], "anneal_epochs": [0, 0], "paths": [""]}})
+    sizes = {}
+    for seed in range(8):
+        group, pruned = ask_group(_study(seed), cfg, (1, 28, 28), 10, 3)
+        assert not pruned
+        flags = {tuple(c.separable for c in spec.convs) for _, spec, _, _ in group}
+        assert len(flags) == 1
+        sizes.setdefault(any(next(iter(flags))), set()).add(len(group))
+    assert sizes == {True: {1}, False: {3}}
 
 
 def test_a_draw_that_is_no_network_is_pruned_in_a_batched_group_not_raised():
@@ -46,8 +53,8 @@ def test_a_draw_that_is_no_network_is_pruned_in_a_batched_group_not_raised():
     cfg = parse_study({"space": {"families": ["cnn"], "conv_depth": [5, 5], "kernels": [5], "pools": [2, 2],
                                  "padding": ["valid"]}})
     study = _study(1)
-    group, n_pruned = ask_group(study, cfg, (1, 28, 28), 10, 3)
-    assert group == [] and n_pruned == 1
+    group, pruned = ask_group(study, cfg, (1, 28, 28), 10, 3)
+    assert group == [] and len(pruned) == 1 and pruned[0].state.name == "PRUNED"
     assert [t.state.name for t in study.trials] == ["PRUNED"]
 
 

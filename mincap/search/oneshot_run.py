@@ -1,0 +1,219 @@
+"""A one-shot search inside `mincap search` (`[oneshot] enabled`): the supernet first, then its trials.
+
+`mincap.search.run.run_search` calls `prepare_supernet` before any trial: the supernet of the
+study's `[oneshot]` space and recipe is loaded when its cache file is finished, resumed from
+its last epoch when a run was stopped, else trained (`mincap.oneshot.trainer.train_supernet`,
+its own progress bar or plain lines). Its training counts against the run's `--timeout`: with a
+deadline it trains in a child process that is stopped when the deadline passes, losing at most
+the epoch in progress (the trainer checkpoints every epoch); the next `mincap search` resumes
+there. Without one it trains in this process.
+
+Then each worker (`run_worker`, in this process or one of `--workers K` processes) loads the
+cached supernet (`load_supernet`) and runs the study's sampler on `OneshotObjective`
+(`oneshot_objective`): every trial one sub-network, written, decoded and scored on validation.
+The study's seed presets are enqueued only with `[oneshot] seeds = true`, as sub-networks
+(`oneshot_seed_params`). Nothing here reads the test set.
+
+`mincap.oneshot.trial` is imported as a module, its names read when called: it imports
+`mincap.search.objective`, whose package imports `mincap.search.run` and so this module; when
+`trial` is imported first it is still half-made while this module loads.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mincap import data
+from mincap.config.oneshot import preset_subnet
+from mincap.config.study import StudyConfig, seed_settings
+from mincap.data import Splits
+from mincap.errors import MincapError, NonFiniteLoss, Terminated, raise_terminated
+from mincap.oneshot import trainer
+from mincap.oneshot import trial as oneshot_trial
+from mincap.oneshot.trainer import SupernetRun, supernet_dirs, supernet_key, train_supernet
+from mincap.training.engine import setup_threads
+
+__all__ = ["SUPERNETS_ATTR", "SupernetStatus", "load_splits", "load_supernet", "oneshot_objective",
+           "oneshot_seed_params", "prepare_supernet", "record_supernet", "supernet_file"]
+
+SUPERNETS_ATTR = "oneshot/supernets"  # study user attribute: {cache key: the supernet's record}
+STOP_GRACE_S = 30.0  # how long the stopped training process may take to exit
+_READY: dict[str, SupernetRun] = {}  # supernets this process trained or loaded, by cache key
+
+
+@dataclass(frozen=True)
+class SupernetStatus:
+    """Where the study's supernet stands after `prepare_supernet`."""
+
+    key: str
+    path: str | None  # its cache file
+    epochs_done: int
+    epochs: int
+    train_time_s: float  # all its epochs, across runs
+    how: str  # "cached" (loaded), "trained" (this run, maybe resumed), "stopped" (by the deadline)
+
+    @property
+    def finished(self) -> bool:
+        return self.epochs_done >= self.epochs
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_splits(cfg: StudyConfig, data_dir=None, device="cpu") -> Splits:
+    return data.load(cfg.study.dataset, root=data_dir, n_val=cfg.data.n_val,
+                     split_seed=cfg.data.split_seed, limit=cfg.data.limit or None, device=device)
+
+
+def _args(cfg: StudyConfig, splits: Splits):
+    """(space, recipe, the split's description) of the study's supernet on `splits`."""
+    space = cfg.oneshot.space(splits.in_shape, splits.n_classes)
+    split = {"n_val": cfg.data.n_val, "split_seed": cfg.data.split_seed, "limit": cfg.data.limit or None}
+    return space, cfg.oneshot.recipe(), split
+
+
+def supernet_file(cfg: StudyConfig, splits: Splits, root=None) -> tuple[str, Path | None, int, float]:
+    """(cache key, cache file or None, epochs it holds, their training seconds) of the study's
+    supernet, read without training anything."""
+    space, recipe, split = _args(cfg, splits)
+    # The trainer's own key: the train labels' fingerprint is part of it.
+    key = supernet_key(splits.name, space, recipe, split_fp=trainer._train_fingerprint(splits), **split)
+    for d in supernet_dirs(root):
+        path = d / key
+        if not path.is_file():
+            continue
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, EOFError):  # unreadable: the trainer starts it afresh
+            continue
+        return key, path, int(blob["epoch"]), float(blob["train_time_s"])
+    return key, None, 0, 0.0
+
+
+def _train(cfg: StudyConfig, splits: Splits, device, *, root, progress: bool) -> SupernetRun:
+    space, recipe, split = _args(cfg, splits)
+    try:
+        return train_supernet(space, splits, recipe, root=root, device=device, progress=progress, **split)
+    except NonFiniteLoss as err:
+        raise MincapError(f"the supernet's training diverged: {err}", exit_code=1) from None
+
+
+def _train_child(cfg: StudyConfig, data_dir, device: str, progress: bool) -> None:  # pragma: no cover - child
+    """The supernet's training in a process of its own, which the deadline may stop."""
+    signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        setup_threads()
+        splits = load_splits(cfg, data_dir, device)
+        _train(cfg, splits, device, root=data_dir, progress=progress)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except MincapError as err:
+        print(f"mincap: error: {err}", file=sys.stderr, flush=True)
+        sys.exit(err.exit_code)
+
+
+def _stop(p, grace_s: float = STOP_GRACE_S) -> None:
+    if p.is_alive():
+        p.terminate()
+    p.join(grace_s)
+    if p.is_alive():
+        p.kill()
+        p.join(10)
+
+
+def _train_until(cfg: StudyConfig, data_dir, device, progress: bool, deadline: float) -> bool:
+    """Train in a child process until it finishes (True) or the deadline passes (False: stopped)."""
+    p = mp.get_context("spawn").Process(target=_train_child, args=(cfg, data_dir, str(device), progress))
+    try:
+        p.start()
+        p.join(max(0.0, deadline - time.time()))
+        stopped = p.is_alive()
+        if stopped:
+            _stop(p)
+    except KeyboardInterrupt as stop:
+        # Ctrl-C reached the child too (one process group); a SIGTERM only this process.
+        if not isinstance(stop, Terminated):
+            p.join(STOP_GRACE_S)
+        _stop(p)
+        raise
+    if not stopped and p.exitcode != 0:
+        raise MincapError(f"the supernet's training process failed (exit code {p.exitcode})", exit_code=1)
+    return not stopped
+
+
+def prepare_supernet(cfg: StudyConfig, *, data_dir=None, device="cpu", progress: bool = True,
+                     deadline: float | None = None, workers: int = 1) -> SupernetStatus:
+    """The study's supernet, cached and finished unless the deadline stopped its training first."""
+    splits = load_splits(cfg, data_dir, device)
+    recipe = cfg.oneshot.recipe()
+    key, path, done, secs = supernet_file(cfg, splits, data_dir)
+    if done >= recipe.epochs:
+        return SupernetStatus(key, str(path), done, recipe.epochs, secs, "cached")
+    if deadline is None:
+        setup_threads()
+        run = _train(cfg, splits, device, root=data_dir, progress=progress)
+        _READY[run.key] = run
+        if run.cache_path is None and workers > 1:
+            raise MincapError(f"the supernet could not be cached (no writable folder among "
+                              f"{', '.join(map(str, supernet_dirs(data_dir)))}): --workers {workers} "
+                              f"needs it; give a writable --data-dir or run one worker")
+        cache = None if run.cache_path is None else str(run.cache_path)
+        return SupernetStatus(run.key, cache, recipe.epochs, recipe.epochs, run.train_time_s, "trained")
+    finished = _train_until(cfg, data_dir, device, progress, deadline)
+    key, path, done, secs = supernet_file(cfg, splits, data_dir)
+    if finished and done < recipe.epochs:
+        raise MincapError(f"the supernet trained but could not be cached (no writable folder among "
+                          f"{', '.join(map(str, supernet_dirs(data_dir)))}); give a writable --data-dir")
+    return SupernetStatus(key, None if path is None else str(path), done, recipe.epochs, secs,
+                          "trained" if finished else "stopped")
+
+
+def record_supernet(study, status: SupernetStatus, cfg: StudyConfig) -> None:
+    """Keep the supernet's record in the study (its training time is part of the search's)."""
+    if not status.finished:
+        return
+    known = dict(study.user_attrs.get(SUPERNETS_ATTR) or {})
+    space = cfg.oneshot.space()
+    known[status.key] = {"epochs": status.epochs, "train_time_s": round(status.train_time_s, 1),
+                         "recipe": cfg.oneshot.recipe().to_dict(),
+                         "space": {k: v for k, v in space.to_dict().items() if k not in ("in_shape", "n_classes")}}
+    study.set_user_attr(SUPERNETS_ATTR, known)
+
+
+def load_supernet(cfg: StudyConfig, splits: Splits, device, data_dir=None) -> SupernetRun:
+    """The study's finished supernet: the one this process holds, else from its cache file."""
+    key, _, done, _ = supernet_file(cfg, splits, data_dir)
+    if key in _READY:
+        return _READY[key]
+    epochs = cfg.oneshot.epochs
+    if done < epochs:
+        raise MincapError(f"supernet {key} holds {done} of {epochs} epochs: `mincap search` trains it "
+                          f"before the trials")
+    run = _train(cfg, splits, device, root=data_dir, progress=False)  # a finished file: loaded
+    _READY[key] = run
+    return run
+
+
+def oneshot_objective(cfg: StudyConfig, splits: Splits, device, store,
+                      data_dir=None) -> oneshot_trial.OneshotObjective:
+    run = load_supernet(cfg, splits, device, data_dir)
+    return oneshot_trial.OneshotObjective(run, splits, store, cfg.oneshot.settings(cfg.study.target), device=device)
+
+
+def oneshot_seed_params(name: str, cfg: StudyConfig) -> dict[str, Any]:
+    """The parameters of seed `name` as a sub-network (`mincap.oneshot.trial.sample_subnet`'s)."""
+    preset, recipe, _ = seed_settings(name, cfg.seed_recipe)
+    sub = preset_subnet(preset, cfg.oneshot, recipe.bits)
+    p: dict[str, Any] = {"conv_depth": sub.depth}
+    p.update({f"c{i}": w for i, w in enumerate(sub.widths)})
+    p.update({f"bits{i}": b for i, b in enumerate(sub.bits)})
+    p["sparsity"] = sub.sparsity
+    return p

@@ -1,0 +1,102 @@
+"""One-shot trials: a trial's file decodes to the accuracy it records; promotion records both."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from oneshot_data import TINY, synthetic_splits
+from optuna.artifacts import FileSystemArtifactStore
+
+from mincap.format.container import decode
+from mincap.oneshot.score import Scored
+from mincap.oneshot.trainer import SupernetRecipe, train_supernet
+from mincap.oneshot.trial import OneshotObjective, OneshotSettings, better
+from mincap.training.engine import evaluate
+
+RECIPE = SupernetRecipe(epochs=3, batch_size=64, qat_fraction=0.34)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    splits = synthetic_splits()
+    return train_supernet(TINY, splits, RECIPE, use_cache=False, progress=False), splits
+
+
+def _study():
+    return optuna.create_study(directions=["minimize", "maximize"],
+                               sampler=optuna.samplers.RandomSampler(seed=0))
+
+
+def _file(store, artifact_id: str) -> bytes:
+    with store.open_reader(artifact_id) as f:
+        return f.read()
+
+
+def _decoded_acc(data: bytes, splits) -> float:
+    return evaluate(decode(data).model, splits.val)[0]
+
+
+def test_a_trials_file_decodes_to_the_validation_accuracy_recorded_for_it(trained, tmp_path):
+    run, splits = trained
+    store = FileSystemArtifactStore(str(tmp_path))
+    study = _study()
+    # 2-bit side information: the decoded network is visibly not the fake-quantized one, so an
+    # accuracy measured before decoding would not be the file's
+    settings = OneshotSettings(target=0.9, promote=False, side_bits=2)
+    study.optimize(OneshotObjective(run, splits, store, settings), n_trials=4)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+    for t in study.trials:
+        a = t.user_attrs
+        data = _file(store, a["artifact_id"])
+        assert _decoded_acc(data, splits) == a["val_acc"] == t.values[1]
+        assert 8 * len(data) == a["artifact_bits"] == t.values[0]
+        assert t.system_attrs["constraints"] == [0.9 - a["val_acc"]]
+        assert a["fidelity"] == "oneshot" and a["oneshot"]["val_acc"] == a["val_acc"]
+        assert len(a["bits_per_layer"]) == TINY.n_layers(t.params.get("conv_depth", 2))
+        assert a["supernet"] == run.key and "finetune" not in a
+
+
+def _params(widths, bits, sparsity=0.0):
+    p = {"conv_depth": len(widths), "sparsity": sparsity}
+    p.update({f"c{i}": w for i, w in enumerate(widths)})
+    p.update({f"bits{i}": b for i, b in enumerate(bits)})
+    return p
+
+
+def test_promising_trials_are_fine_tuned_and_keep_both_scores(trained, tmp_path):
+    run, splits = trained
+    store = FileSystemArtifactStore(str(tmp_path))
+    study = _study()
+    # target 0: every trial is feasible, so only "smaller than the smallest feasible so far" decides
+    study.enqueue_trial(_params((2, 2), (3, 3, 3, 3)))
+    study.enqueue_trial(_params((4, 6, 6), (5,) * 6))  # larger than the first: not promoted
+    study.enqueue_trial(_params((2, 2), (2, 2, 2, 2), 0.3))  # smaller again: promoted
+    settings = OneshotSettings(target=0.0, finetune_epochs=1)
+    study.optimize(OneshotObjective(run, splits, store, settings), n_trials=3)
+    first, larger, smaller = study.trials
+    bits = [t.user_attrs["artifact_bits"] for t in (larger, first, smaller)]
+    assert bits == sorted(bits, reverse=True) and len(set(bits)) == 3
+    assert "finetune" in first.user_attrs and "finetune" not in larger.user_attrs
+    assert "finetune" in smaller.user_attrs
+    assert smaller.user_attrs["n_nonzero"] < smaller.user_attrs["n_params"]  # sparsity 0.3 held
+    assert first.user_attrs["sparsity"] == 0.0 and smaller.user_attrs["sparsity"] == 0.3
+    for t in (first, smaller):
+        a = t.user_attrs
+        assert a["fidelity"] in ("oneshot", "finetune")
+        assert a[a["fidelity"]]["val_acc"] == a["val_acc"]  # the result is the fidelity it names
+        assert _decoded_acc(_file(store, a["artifact_id"]), splits) == a["val_acc"]
+        inherited = _file(store, a["oneshot_artifact_id"])
+        assert _decoded_acc(inherited, splits) == a["oneshot"]["val_acc"]
+        assert a["finetune"]["epochs"] == 1
+
+
+def _scored(bits: int, acc: float) -> Scored:
+    return Scored(b"", None, {"artifact_bits": bits}, acc, 0.0)
+
+
+def test_the_better_file_is_the_smaller_feasible_one_else_the_more_accurate():
+    small_ok, big_ok = _scored(100, 0.991), _scored(200, 0.995)
+    small_no, big_no = _scored(90, 0.95), _scored(300, 0.97)
+    assert better(small_ok, big_ok, 0.99) is small_ok and better(big_ok, small_ok, 0.99) is small_ok
+    assert better(small_no, big_ok, 0.99) is big_ok
+    assert better(small_no, big_no, 0.99) is big_no
