@@ -172,16 +172,17 @@ def print_table(agg: dict, relax=RELAX) -> None:
     cols = [(f"{k}@{tag(d)}", f"{h}@{'t' if d == 0 else f't-{d:g}'}")
             for k, h in (("hv", "HV"), ("smallest_bits", "bits")) for d in relax]
     cols += [("best_val", "best val"), ("s_per_trial", "s/trial")]
-    print(f"{'sampler':8}" + "".join(f"{h:>20}" for _, h in cols))
+    print("mean ± SE over the seeds; (n): seeds that reached the threshold")
+    print(f"{'sampler':8}" + "".join(f"{h:>21}" for _, h in cols))
     for name, a in agg.items():
         cells = []
         for k, _ in cols:
             s = a[k]
             if s["mean"] is None:
-                cells.append(f"{'-':>20}")
+                cells.append(f"{'-':>21}")
             else:
                 n = f" ({s['n']})" if k.startswith("smallest") else ""
-                cells.append(f"{s['mean']:>11.4g} ±{s['se']:<6.3g}{n}"[:20].rjust(20))
+                cells.append(f"{s['mean']:.4g} ±{s['se']:.3g}{n}".rjust(21))
         print(f"{name:8}" + "".join(cells))
 
 
