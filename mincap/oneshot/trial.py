@@ -32,6 +32,7 @@ import torch.nn as nn
 
 from mincap.config import TrainConfig
 from mincap.data import Splits
+from mincap.evaluation.selection import most_accurate, smallest_reaching
 from mincap.format.container import write
 from mincap.nets.models import build, count_params
 from mincap.oneshot.extract import calibrated_model, recalibrate_bn
@@ -66,13 +67,12 @@ def sample_subnet(trial, space: SupernetSpace, settings: OneshotSettings) -> Sub
 
 
 def better(a: Scored, b: Scored, target: float) -> Scored:
-    """The project's rule between two files: the smaller feasible one, else the more accurate."""
-    fa, fb = a.val_acc >= target, b.val_acc >= target
-    if fa and fb:
-        return min((a, b), key=lambda s: (s.artifact_bits, -s.val_acc))
-    if fa != fb:
-        return a if fa else b
-    return max((a, b), key=lambda s: (s.val_acc, -s.artifact_bits))
+    """The project's rule between two files (`mincap.evaluation.selection`): the smaller feasible
+    one, else the more accurate."""
+    pair = (a, b)
+    chosen = smallest_reaching(pair, target, bits=lambda s: s.artifact_bits, val_acc=lambda s: s.val_acc,
+                               order=pair.index)
+    return chosen or most_accurate(pair, bits=lambda s: s.artifact_bits, val_acc=lambda s: s.val_acc)
 
 
 def _point(s: Scored) -> dict:
@@ -134,10 +134,9 @@ class OneshotObjective:
         """The smallest file of the study's completed trials that reaches the target (inf: none
         yet)."""
         done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        target = self.settings.target
-        bits = [t.user_attrs["artifact_bits"] for t in done
-                if t.user_attrs.get("val_acc", 0.0) >= target and "artifact_bits" in t.user_attrs]
-        return float(min(bits)) if bits else math.inf
+        best = smallest_reaching(done, self.settings.target, bits=lambda t: t.user_attrs.get("artifact_bits"),
+                                 val_acc=lambda t: t.user_attrs.get("val_acc"), order=lambda t: t.number)
+        return math.inf if best is None else float(best.user_attrs["artifact_bits"])
 
     def promotable(self, trial, scored: Scored) -> bool:
         st = self.settings
