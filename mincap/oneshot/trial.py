@@ -41,7 +41,7 @@ from mincap.oneshot.settings import OneshotSettings
 from mincap.oneshot.space import SubnetConfig, SupernetSpace
 from mincap.oneshot.supernet import Supernet
 from mincap.oneshot.trainer import SupernetRun
-from mincap.search.objective import record_failure, record_interrupt
+from mincap.search.objective import failures_recorded
 from mincap.training.engine import train
 
 __all__ = ["OneshotObjective", "OneshotSettings", "better", "sample_subnet"]
@@ -95,16 +95,8 @@ class OneshotObjective:
         self._teacher: nn.Module | None = None
 
     def __call__(self, trial) -> tuple[float, float]:
-        try:
+        with failures_recorded(trial):
             return self._run(trial)
-        except optuna.TrialPruned:
-            raise
-        except KeyboardInterrupt as stop:
-            record_interrupt(trial, stop)
-            raise
-        except Exception as err:
-            record_failure(trial, err)
-            raise
 
     def _run(self, trial) -> tuple[float, float]:
         st, t0 = self.settings, time.perf_counter()

@@ -24,6 +24,7 @@ stops *between* trials, so one long trial could overrun the budget by its whole 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -53,7 +54,7 @@ from mincap.search.path_trial import train_trial
 from mincap.search.space import sample_trial
 from mincap.training.engine import EpochStats
 
-__all__ = ["Objective", "TrialRun", "interrupt_reason", "record_failure"]
+__all__ = ["Objective", "TrialRun", "failures_recorded", "interrupt_reason", "record_failure"]
 
 
 _INTERRUPTED: set[int] = set()  # trial numbers this process reported as interrupted
@@ -131,6 +132,23 @@ def record_failure(trial, err: BaseException) -> None:
     trial.set_user_attr("fail_reason", f"{type(err).__name__}: {err}"[:500])
 
 
+@contextlib.contextmanager
+def failures_recorded(trial):
+    """Around one trial's objective: a pruned trial passes through, an interrupted or failed one
+    has its reason recorded (`record_interrupt`, `record_failure`) before the error goes on to
+    Optuna, which tells it FAIL. Every one-trial objective (per-trial, one-shot) runs inside it."""
+    try:
+        yield
+    except optuna.TrialPruned:
+        raise
+    except KeyboardInterrupt as stop:
+        record_interrupt(trial, stop)
+        raise
+    except Exception as err:
+        record_failure(trial, err)
+        raise
+
+
 class Objective:
     """A trial in three steps -- `begin` (record the spec, set up early stopping), training,
     `finish` (record size and accuracy, store the artifact) -- so that the batched path
@@ -148,7 +166,7 @@ class Objective:
         return [t.user_attrs.get("curve", []) for t in done if t.user_attrs.get("val_acc", 0.0) >= target]
 
     def __call__(self, trial) -> tuple[float, float]:
-        try:
+        with failures_recorded(trial):
             spec, train_cfg, comp = sample_trial(trial, self.cfg, self.splits.in_shape, self.splits.n_classes)
             run = self.begin(trial, spec, train_cfg)
             if self.cfg.fidelity.enabled:
@@ -164,14 +182,6 @@ class Objective:
             except _Stop:
                 res = None
             return self.finish(run, res, comp)
-        except optuna.TrialPruned:
-            raise
-        except KeyboardInterrupt as stop:
-            record_interrupt(trial, stop)
-            raise
-        except Exception as err:
-            record_failure(trial, err)
-            raise
 
     def train(self, run: TrialRun, spec: Spec, train_cfg: TrainConfig, comp: CompressConfig, *, on_epoch,
               pretrained=None) -> Compressed:
