@@ -380,7 +380,7 @@ def main(argv=None) -> dict:
                 entry = {"oneshot": {"artifact_bits": s.artifact_bits, "val_acc": s.val_acc,
                                      "time_s": round(time.perf_counter() - t0, 2)}}
                 if ft_epochs > 0:
-                    ft = objective.finetune(model, cfg)
+                    ft, _ = objective.finetune(model, cfg)
                     entry["finetune"] = {"artifact_bits": ft.artifact_bits, "val_acc": ft.val_acc,
                                          "time_s": round(ft.time_s, 2), "epochs": ft_epochs}
                 scored[key] = entry

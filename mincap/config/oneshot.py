@@ -7,7 +7,7 @@ whose defaults are the table's (read from them here, not written twice):
 - the family and its elastic ranges, `SupernetSpace` (`space()`): widths0, widths, width_step,
   depth, bits, separable, pools, padding, ... (the input shape and class count: the dataset's);
 - how trials are scored and promoted, `OneshotSettings` (`settings()`): calib_images, sparsities,
-  promote, promote_margin, finetune_epochs, ... (the target: `[study] target`).
+  promote, promote_margin, promote_front, finetune_epochs, ... (the target: `[study] target`).
 
 A key is the field's own name, but for the two seeds: `seed` is the supernet's
 (`SupernetRecipe.seed`), `finetune_seed` the fine-tuning's (`OneshotSettings.seed`).
@@ -94,6 +94,9 @@ class Oneshot:
     # a trial this far below the target (or above it) and smaller than the smallest feasible file
     # so far is promoted
     promote_margin: float = checked(_O.promote_margin, ge=0.0, le=1.0)
+    # ... and on the front of inherited scores (no earlier trial's inherited file as small and as
+    # accurate); false: every such trial
+    promote_front: bool = _O.promote_front
     finetune_epochs: int = checked(_O.finetune_epochs, ge=0)  # of a promoted trial (0: none)
     finetune_lr: float = checked(_O.finetune_lr, gt=0.0)  # fine-tuning learning rate
     finetune_batch_size: int = checked(_O.finetune_batch_size, ge=1)  # fine-tuning batch size

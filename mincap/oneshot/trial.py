@@ -10,12 +10,16 @@ space, inherits the weights, re-estimates batch norm on train images and scores 
 file (`mincap.oneshot.score`). Nothing reads the test set.
 
 The second fidelity: a trial within `promote_margin` of the target (or above it) whose file is
-smaller than the smallest feasible file of the study so far is fine-tuned for `finetune_epochs`
-from its inherited weights with its learned steps, distilled from the supernet's largest
-sub-network (float, batch norm re-estimated), by the project's engine; then re-calibrated,
-exported, decoded and scored again. Both scores are recorded (`oneshot`, `finetune`); the
-trial's result is the one the project's selection rule prefers (the smaller feasible file, else
-the more accurate), its `fidelity` attribute says which, and its artifact is that file.
+smaller than the smallest feasible file of the study so far, and (`promote_front`) on the front
+of inherited scores -- no earlier trial's inherited file is as small and as accurate -- is
+fine-tuned for `finetune_epochs` from its inherited weights with its learned steps, distilled
+from the supernet's largest sub-network (float, batch norm re-estimated), by the project's
+engine; then re-calibrated, exported, decoded and scored again. Both scores are recorded
+(`oneshot`, `finetune`); the trial's result is the one the project's selection rule prefers (the
+smaller feasible file, else the more accurate), its `fidelity` attribute says which, and its
+artifact is that file. With a `deadline` (the search's `--timeout`) a fine-tuning stops after
+the epoch in which it passes, and is scored as it stands (`finetune.epochs` says how many ran);
+after the deadline no trial is promoted.
 """
 
 from __future__ import annotations
@@ -84,7 +88,8 @@ class OneshotObjective:
     sub-networks."""
 
     def __init__(self, supernet: Supernet | SupernetRun, splits: Splits, artifact_store,
-                 settings: OneshotSettings | None = None, *, device=None) -> None:
+                 settings: OneshotSettings | None = None, *, device=None,
+                 deadline: float | None = None) -> None:
         run = supernet if isinstance(supernet, SupernetRun) else None
         self.net = run.net if run is not None else supernet
         self.key = run.key if run is not None else None
@@ -93,6 +98,7 @@ class OneshotObjective:
         self.settings = settings or OneshotSettings()
         self.device = device or next(self.net.parameters()).device
         self._teacher: nn.Module | None = None
+        self.deadline = deadline  # time.time() of the search's --timeout
 
     def __call__(self, trial) -> tuple[float, float]:
         with failures_recorded(trial):
@@ -114,8 +120,8 @@ class OneshotObjective:
         trial.set_user_attr("oneshot", _point(scored))
         final, fidelity = scored, "oneshot"
         if self.promotable(trial, scored):
-            tuned = self.finetune(model, cfg)
-            trial.set_user_attr("finetune", {**_point(tuned), "epochs": st.finetune_epochs})
+            tuned, epochs = self.finetune(model, cfg)
+            trial.set_user_attr("finetune", {**_point(tuned), "epochs": epochs})
             self._upload(trial, scored, "oneshot_artifact_id")
             final = better(scored, tuned, st.target)
             fidelity = "finetune" if final is tuned else "oneshot"
@@ -132,9 +138,24 @@ class OneshotObjective:
 
     def promotable(self, trial, scored: Scored) -> bool:
         st = self.settings
-        near = scored.val_acc >= st.target - st.promote_margin
-        return (st.promote and st.finetune_epochs > 0 and near
-                and scored.artifact_bits < self.best_feasible_bits(trial.study))
+        if not (st.promote and st.finetune_epochs > 0) or scored.val_acc < st.target - st.promote_margin:
+            return False
+        if self.deadline is not None and time.time() >= self.deadline:
+            return False
+        if scored.artifact_bits >= self.best_feasible_bits(trial.study):
+            return False
+        return not (st.promote_front and self.dominated(trial, scored))
+
+    def dominated(self, trial, scored: Scored) -> bool:
+        """Whether another completed trial's inherited file is as small and as accurate as this one
+        (a repeated draw included)."""
+        done = trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        for t in done:
+            p = t.user_attrs.get("oneshot")
+            if t.number != trial.number and p and p["artifact_bits"] <= scored.artifact_bits \
+                    and p["val_acc"] >= scored.val_acc:
+                return True
+        return False
 
     def teacher(self) -> nn.Module:
         """The supernet's largest sub-network, float, batch norm re-estimated (built once)."""
@@ -145,18 +166,23 @@ class OneshotObjective:
                                              device=self.device)
         return self._teacher
 
-    def finetune(self, model: nn.Module, cfg: SubnetConfig) -> Scored:
+    def finetune(self, model: nn.Module, cfg: SubnetConfig) -> tuple[Scored, int]:
         """Fine-tune the calibrated sub-network in place (train split, distilled), then score it
-        again."""
+        again: (its score, the epochs that ran -- fewer when the deadline stopped it)."""
         st, t0 = self.settings, time.perf_counter()
         tc = replace(TrainConfig(), epochs=st.finetune_epochs, batch_size=st.finetune_batch_size,
                      lr=st.finetune_lr, seed=st.seed, distill_weight=st.finetune_distill_weight,
                      distill_temperature=st.finetune_temperature)
-        train(model, self.splits, tc, teacher=self.teacher())
+        deadline = self.deadline
+
+        def past_deadline(_stats) -> bool:
+            return deadline is not None and time.time() >= deadline
+
+        res = train(model, self.splits, tc, teacher=self.teacher(), on_epoch=past_deadline)
         recalibrate_bn(model, self.splits.train, n_images=st.calib_images, seed=st.calib_seed)
         model.eval()
         spec = self.net.space.spec(cfg)
-        return score_model(model, spec, self.splits, side_bits=st.side_bits, t0=t0)
+        return score_model(model, spec, self.splits, side_bits=st.side_bits, t0=t0), len(res.history)
 
     def _upload(self, trial, scored: Scored, attr: str) -> str:
         with tempfile.TemporaryDirectory() as tmp:

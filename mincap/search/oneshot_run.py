@@ -202,10 +202,11 @@ def load_supernet(cfg: StudyConfig, splits: Splits, device, data_dir=None) -> Su
     return run
 
 
-def oneshot_objective(cfg: StudyConfig, splits: Splits, device, store,
-                      data_dir=None) -> oneshot_trial.OneshotObjective:
+def oneshot_objective(cfg: StudyConfig, splits: Splits, device, store, data_dir=None,
+                      deadline: float | None = None) -> oneshot_trial.OneshotObjective:
     run = load_supernet(cfg, splits, device, data_dir)
-    return oneshot_trial.OneshotObjective(run, splits, store, cfg.oneshot.settings(cfg.study.target), device=device)
+    return oneshot_trial.OneshotObjective(run, splits, store, cfg.oneshot.settings(cfg.study.target), device=device,
+                                          deadline=deadline)
 
 
 def oneshot_seed_params(name: str, cfg: StudyConfig) -> dict[str, Any]:

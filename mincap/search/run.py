@@ -135,7 +135,7 @@ def run_worker(cfg: StudyConfig, opts: SearchOptions, n_trials: int | None, work
     splits = load_splits(cfg, opts.data_dir, device)
     store = artifact_store(cfg, opts.storage_url)
     if cfg.oneshot.enabled:  # a trial scores one sub-network of the cached supernet, in seconds
-        objective, k = oneshot_objective(cfg, splits, device, store, opts.data_dir), 1
+        objective, k = oneshot_objective(cfg, splits, device, store, opts.data_dir, deadline), 1
     else:
         objective = Objective(cfg, splits, device, store, deadline=deadline)
         k = group_size(opts.batch_trials, device)

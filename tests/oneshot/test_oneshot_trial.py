@@ -100,3 +100,56 @@ def test_the_better_file_is_the_smaller_feasible_one_else_the_more_accurate():
     assert better(small_ok, big_ok, 0.99) is small_ok and better(big_ok, small_ok, 0.99) is small_ok
     assert better(small_no, big_ok, 0.99) is big_ok
     assert better(small_no, big_no, 0.99) is big_no
+
+
+def _promoted(study) -> list[bool]:
+    return ["finetune" in t.user_attrs for t in study.trials]
+
+
+@pytest.mark.parametrize("front", [True, False])
+def test_a_repeated_draw_is_fine_tuned_once_when_only_the_front_is_promoted(trained, tmp_path, front):
+    run, splits = trained
+    study = _study()
+    for _ in range(2):  # the same sub-network twice: the same inherited score
+        study.enqueue_trial(_params((2, 2), (3, 3, 3, 3)))
+    # an unreachable target within the margin: no feasible file, so only the front decides
+    settings = OneshotSettings(target=1.0, promote_margin=1.0, finetune_epochs=1, promote_front=front)
+    study.optimize(OneshotObjective(run, splits, FileSystemArtifactStore(str(tmp_path)), settings), n_trials=2)
+    a, b = (t.user_attrs["oneshot"] for t in study.trials)
+    assert a["artifact_bits"] == b["artifact_bits"] and a["val_acc"] == b["val_acc"]
+    assert _promoted(study) == ([True, False] if front else [True, True])
+
+
+def test_a_trial_below_the_margin_is_not_promoted(trained, tmp_path):
+    run, splits = trained
+    study = _study()
+    study.enqueue_trial(_params((2, 2), (3, 3, 3, 3)))
+    settings = OneshotSettings(target=1.0, promote_margin=0.0, finetune_epochs=1)
+    study.optimize(OneshotObjective(run, splits, FileSystemArtifactStore(str(tmp_path)), settings), n_trials=1)
+    assert study.trials[0].user_attrs["oneshot"]["val_acc"] < 1.0 and _promoted(study) == [False]
+
+
+def test_the_deadline_stops_promotion_and_a_fine_tuning_in_progress(trained, tmp_path):
+    import time
+
+    run, splits = trained
+    store = FileSystemArtifactStore(str(tmp_path))
+    settings = OneshotSettings(target=1.0, promote_margin=1.0, finetune_epochs=3)
+    study = _study()
+    study.enqueue_trial(_params((2, 2), (3, 3, 3, 3)))
+    past = OneshotObjective(run, splits, store, settings, deadline=time.time() - 1)
+    study.optimize(past, n_trials=1)
+    assert _promoted(study) == [False]  # after the deadline nothing is promoted
+    # a deadline that passes while the fine-tuning runs (here: as it starts): the epoch in
+    # progress ends, then the file is scored
+    from mincap.oneshot.score import score_subnet
+    from mincap.oneshot.space import SubnetConfig
+
+    cfg = SubnetConfig((2, 2), (3, 3, 3, 3), 0.0)
+    scored, model = score_subnet(run.net, cfg, splits, calib_images=200)
+    soon = OneshotObjective(run, splits, store, settings, deadline=time.time())
+    tuned, epochs = soon.finetune(model, cfg)
+    assert epochs == 1 and tuned.artifact_bits > 0
+    late = OneshotObjective(run, splits, store, settings, deadline=time.time() + 3600)
+    _, model = score_subnet(run.net, cfg, splits, calib_images=200)
+    assert late.finetune(model, cfg)[1] == 3

@@ -57,3 +57,28 @@ def test_tiny_run_writes_the_json(tmp_path, mnist_root):
     assert r["time_to_first_feasible_s"] is not None and 0 < r["time_to_first_feasible_s"] <= 12 + 30
     assert r["smallest_feasible_bits"]["0.2"] is not None
     assert not (tmp_path / "yield.db").exists()  # the study's own storage untouched: a temporary copy ran
+
+
+def test_the_ab_runs_both_arms_from_empty_caches_and_reports_each(tmp_path, mnist_root):
+    from test_oneshot_search import make_study as make_oneshot_study
+
+    per_trial = make_study(tmp_path, name="pt", target=0.5)
+    oneshot = make_oneshot_study(tmp_path, name="os", target=0.15, limit=500)
+    out, keep = tmp_path / "ab.json", tmp_path / "keep"
+    assert search_yield.main(["--ab", "--concurrent", "--budget-min", "0.4", "--study", str(per_trial),
+                              "--oneshot-study", str(oneshot), "--out", str(out), "--every-s", "5",
+                              "--data-dir", str(mnist_root), "--keep", str(keep)]) == 0
+    r = json.loads(out.read_text())
+    arms = r["arms"]
+    assert set(arms) == {"per_trial", "oneshot"} and r["mode"].startswith("concurrent")
+    for arm in arms.values():
+        assert {"candidates_per_hour", "time_to_first_feasible_s", "smallest_feasible_bits"} <= set(arm)
+        assert list(arm["smallest_feasible_bits"]) == ["0.1", "0.2", "0.4"] and arm["isolated_cache"]
+    shot = arms["oneshot"]
+    assert shot["oneshot"] and shot["candidates"] >= 1 and 0 < shot["supernet_s"] < 24 + 30
+    # an empty cache: the supernet was trained inside the arm's budget and kept with its database
+    assert list((keep / "oneshot").rglob("*-supernet-*.pt")) and (keep / "oneshot" / "os.db").is_file()
+    assert (keep / "per_trial" / "pt.db").is_file() and not (tmp_path / "os.db").exists()
+    want = round(shot["candidates_per_hour"] / arms["per_trial"]["candidates_per_hour"], 1) \
+        if arms["per_trial"]["candidates_per_hour"] else None
+    assert r["candidates_per_hour_ratio"] == want
