@@ -19,6 +19,9 @@ rewritten atomically after every epoch (temporary file, then `os.replace`) with 
 the optimizer and schedule, and both random generators, so `kill -9` loses at most the epoch
 in progress and the next call resumes where the file ends, drawing the same batches and
 sub-networks an uninterrupted run would have drawn. A finished file is loaded, not retrained.
+With a `deadline` (a `time.time()`, the search's `--timeout`) training stops at the first step
+past it; the epoch in progress is dropped, as a kill would drop it, and `SupernetRun.stopped`
+says so.
 """
 
 from __future__ import annotations
@@ -47,8 +50,9 @@ from mincap.training.distill import teacher_dirs
 from mincap.training.engine import _shift, one_cycle
 
 __all__ = ["FORMAT", "SupernetRecipe", "SupernetRun", "random_subnet", "supernet_dirs",
-           "supernet_key", "train_supernet"]
+           "supernet_key", "supernet_name", "train_supernet"]
 
+_now = time.time  # the deadline's clock (a test replaces it)
 FORMAT = 1  # bump when the training or the file changes meaning: old files then miss the cache
 
 
@@ -107,6 +111,11 @@ class SupernetRun:
     history: list[dict] = field(default_factory=list)  # one dict per epoch
     resumed_epoch: int = 0  # epochs found in the file when this call started
     train_time_s: float = 0.0  # all epochs, across resumes
+    stopped: bool = False  # the deadline stopped the training before its last epoch
+
+    @property
+    def epochs_done(self) -> int:
+        return len(self.history)
 
 
 def supernet_dirs(root=None) -> list[Path]:
@@ -119,6 +128,15 @@ def _train_fingerprint(splits: Splits) -> str:
     """The train labels' hash: a changed split changes it; the validation part is not read."""
     a = np.ascontiguousarray(splits.train.y.cpu().numpy())
     return hashlib.blake2b(f"{a.shape}".encode() + a.tobytes(), digest_size=8).hexdigest()
+
+
+def supernet_name(splits: Splits, space: SupernetSpace, recipe: SupernetRecipe, *, n_val: int,
+                  split_seed: int = 0, limit: int | None = None) -> str:
+    """The cache file name of the supernet `train_supernet` trains on `splits` (its train labels'
+    fingerprint included)."""
+    space = space.with_data(splits.in_shape, splits.n_classes)
+    return supernet_key(splits.name, space, recipe, n_val=n_val, split_seed=split_seed, limit=limit,
+                        split_fp=_train_fingerprint(splits))
 
 
 def supernet_key(dataset: str, space: SupernetSpace, recipe: SupernetRecipe, *, n_val: int,
@@ -242,7 +260,7 @@ def _save(blob: dict, dirs: list[Path], name: str, where: Path | None) -> Path |
 def train_supernet(space: SupernetSpace, splits: Splits, recipe: SupernetRecipe = SupernetRecipe(),
                    *, n_val: int | None = None, split_seed: int = 0, limit: int | None = None,
                    root=None, device=None, use_cache: bool = True, progress: bool = True,
-                   stream=None) -> SupernetRun:
+                   stream=None, deadline: float | None = None) -> SupernetRun:
     """The supernet of `space` trained by `recipe` on `splits.train`: loaded when cached, resumed
     from its last epoch when a run was interrupted, else trained from the start.
 
@@ -251,8 +269,7 @@ def train_supernet(space: SupernetSpace, splits: Splits, recipe: SupernetRecipe 
     space = space.with_data(splits.in_shape, splits.n_classes)
     device = torch.device(device or splits.train.x.device)
     n_val = len(splits.val) if n_val is None else n_val
-    name = supernet_key(splits.name, space, recipe, n_val=n_val, split_seed=split_seed, limit=limit,
-                        split_fp=_train_fingerprint(splits))
+    name = supernet_name(splits, space, recipe, n_val=n_val, split_seed=split_seed, limit=limit)
     dirs = supernet_dirs(root)
     torch.manual_seed(recipe.seed)  # the initial weights
     net = Supernet(space).to(device)
@@ -294,6 +311,9 @@ def train_supernet(space: SupernetSpace, splits: Splits, recipe: SupernetRecipe 
             perm = torch.randperm(n, generator=gen).to(device)
             sums = torch.zeros(2, device=device)
             for i in range(steps):
+                if deadline is not None and _now() >= deadline:
+                    run.stopped = True
+                    break
                 idx = perm[i * bs : (i + 1) * bs]
                 xb = x[idx]
                 if recipe.augment_shift:
@@ -301,6 +321,10 @@ def train_supernet(space: SupernetSpace, splits: Splits, recipe: SupernetRecipe 
                 sums += _step(net, xb, y[idx], opt, recipe, cfg_gen, quantized, sandwich)
                 sched.step()
                 show.step(epoch + 1, phase)
+            if run.stopped:  # the epoch in progress is not saved: the file keeps the last whole one
+                show.line(f"mincap: the deadline stopped the supernet's training in epoch {epoch + 1}; "
+                          f"{epoch} of {recipe.epochs} epochs are saved (the next run resumes there)")
+                break
             largest, children = (float(v) / steps for v in sums)  # one sync per epoch
             if not (math.isfinite(largest) and math.isfinite(children)):
                 bad = largest if not math.isfinite(largest) else children

@@ -3,10 +3,9 @@
 `mincap.search.run.run_search` calls `prepare_supernet` before any trial: the supernet of the
 study's `[oneshot]` space and recipe is loaded when its cache file is finished, resumed from
 its last epoch when a run was stopped, else trained (`mincap.oneshot.trainer.train_supernet`,
-its own progress bar or plain lines). Its training counts against the run's `--timeout`: with a
-deadline it trains in a child process that is stopped when the deadline passes, losing at most
-the epoch in progress (the trainer checkpoints every epoch); the next `mincap search` resumes
-there. Without one it trains in this process.
+its own progress bar or plain lines). Its training counts against the run's `--timeout`: the
+trainer stops at the first step past the deadline, losing at most the epoch in progress (it
+checkpoints every epoch); the next `mincap search` resumes there.
 
 Then each worker (`run_worker`, in this process or one of `--workers K` processes) loads the
 cached supernet (`load_supernet`) and runs the study's sampler on `OneshotObjective`
@@ -21,10 +20,6 @@ The study's seed presets are enqueued only with `[oneshot] seeds = true`, as sub
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import signal
-import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -35,17 +30,15 @@ from mincap import data
 from mincap.config.oneshot import preset_subnet
 from mincap.config.study import StudyConfig, seed_settings
 from mincap.data import Splits
-from mincap.errors import MincapError, NonFiniteLoss, Terminated, raise_terminated
-from mincap.oneshot import trainer
+from mincap.errors import MincapError, NonFiniteLoss
 from mincap.oneshot import trial as oneshot_trial
-from mincap.oneshot.trainer import SupernetRun, supernet_dirs, supernet_key, train_supernet
+from mincap.oneshot.trainer import SupernetRun, supernet_dirs, supernet_name, train_supernet
 from mincap.training.engine import setup_threads
 
 __all__ = ["SUPERNETS_ATTR", "SupernetStatus", "load_splits", "load_supernet", "oneshot_objective",
            "oneshot_seed_params", "prepare_supernet", "record_supernet", "supernet_file"]
 
 SUPERNETS_ATTR = "oneshot/supernets"  # study user attribute: {cache key: the supernet's record}
-STOP_GRACE_S = 30.0  # how long the stopped training process may take to exit
 _READY: dict[str, SupernetRun] = {}  # supernets this process trained or loaded, by cache key
 
 
@@ -84,8 +77,7 @@ def supernet_file(cfg: StudyConfig, splits: Splits, root=None) -> tuple[str, Pat
     """(cache key, cache file or None, epochs it holds, their training seconds) of the study's
     supernet, read without training anything."""
     space, recipe, split = _args(cfg, splits)
-    # The trainer's own key: the train labels' fingerprint is part of it.
-    key = supernet_key(splits.name, space, recipe, split_fp=trainer._train_fingerprint(splits), **split)
+    key = supernet_name(splits, space, recipe, **split)  # the trainer's own key
     for d in supernet_dirs(root):
         path = d / key
         if not path.is_file():
@@ -98,55 +90,14 @@ def supernet_file(cfg: StudyConfig, splits: Splits, root=None) -> tuple[str, Pat
     return key, None, 0, 0.0
 
 
-def _train(cfg: StudyConfig, splits: Splits, device, *, root, progress: bool) -> SupernetRun:
+def _train(cfg: StudyConfig, splits: Splits, device, *, root, progress: bool,
+           deadline: float | None = None) -> SupernetRun:
     space, recipe, split = _args(cfg, splits)
     try:
-        return train_supernet(space, splits, recipe, root=root, device=device, progress=progress, **split)
+        return train_supernet(space, splits, recipe, root=root, device=device, progress=progress,
+                              deadline=deadline, **split)
     except NonFiniteLoss as err:
         raise MincapError(f"the supernet's training diverged: {err}", exit_code=1) from None
-
-
-def _train_child(cfg: StudyConfig, data_dir, device: str, progress: bool) -> None:  # pragma: no cover - child
-    """The supernet's training in a process of its own, which the deadline may stop."""
-    signal.signal(signal.SIGTERM, raise_terminated)
-    try:
-        setup_threads()
-        splits = load_splits(cfg, data_dir, device)
-        _train(cfg, splits, device, root=data_dir, progress=progress)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except MincapError as err:
-        print(f"mincap: error: {err}", file=sys.stderr, flush=True)
-        sys.exit(err.exit_code)
-
-
-def _stop(p, grace_s: float = STOP_GRACE_S) -> None:
-    if p.is_alive():
-        p.terminate()
-    p.join(grace_s)
-    if p.is_alive():
-        p.kill()
-        p.join(10)
-
-
-def _train_until(cfg: StudyConfig, data_dir, device, progress: bool, deadline: float) -> bool:
-    """Train in a child process until it finishes (True) or the deadline passes (False: stopped)."""
-    p = mp.get_context("spawn").Process(target=_train_child, args=(cfg, data_dir, str(device), progress))
-    try:
-        p.start()
-        p.join(max(0.0, deadline - time.time()))
-        stopped = p.is_alive()
-        if stopped:
-            _stop(p)
-    except KeyboardInterrupt as stop:
-        # Ctrl-C reached the child too (one process group); a SIGTERM only this process.
-        if not isinstance(stop, Terminated):
-            p.join(STOP_GRACE_S)
-        _stop(p)
-        raise
-    if not stopped and p.exitcode != 0:
-        raise MincapError(f"the supernet's training process failed (exit code {p.exitcode})", exit_code=1)
-    return not stopped
 
 
 def prepare_supernet(cfg: StudyConfig, *, data_dir=None, device="cpu", progress: bool = True,
@@ -157,23 +108,18 @@ def prepare_supernet(cfg: StudyConfig, *, data_dir=None, device="cpu", progress:
     key, path, done, secs = supernet_file(cfg, splits, data_dir)
     if done >= recipe.epochs:
         return SupernetStatus(key, str(path), done, recipe.epochs, secs, "cached")
-    if deadline is None:
-        setup_threads()
-        run = _train(cfg, splits, device, root=data_dir, progress=progress)
-        _READY[run.key] = run
-        if run.cache_path is None and workers > 1:
-            raise MincapError(f"the supernet could not be cached (no writable folder among "
-                              f"{', '.join(map(str, supernet_dirs(data_dir)))}): --workers {workers} "
-                              f"needs it; give a writable --data-dir or run one worker")
-        cache = None if run.cache_path is None else str(run.cache_path)
-        return SupernetStatus(run.key, cache, recipe.epochs, recipe.epochs, run.train_time_s, "trained")
-    finished = _train_until(cfg, data_dir, device, progress, deadline)
-    key, path, done, secs = supernet_file(cfg, splits, data_dir)
-    if finished and done < recipe.epochs:
-        raise MincapError(f"the supernet trained but could not be cached (no writable folder among "
-                          f"{', '.join(map(str, supernet_dirs(data_dir)))}); give a writable --data-dir")
-    return SupernetStatus(key, None if path is None else str(path), done, recipe.epochs, secs,
-                          "trained" if finished else "stopped")
+    setup_threads()
+    run = _train(cfg, splits, device, root=data_dir, progress=progress, deadline=deadline)
+    if run.stopped:
+        return SupernetStatus(run.key, None if run.cache_path is None else str(run.cache_path),
+                              run.epochs_done, recipe.epochs, run.train_time_s, "stopped")
+    _READY[run.key] = run
+    if run.cache_path is None and workers > 1:
+        raise MincapError(f"the supernet could not be cached (no writable folder among "
+                          f"{', '.join(map(str, supernet_dirs(data_dir)))}): --workers {workers} "
+                          f"needs it; give a writable --data-dir or run one worker")
+    cache = None if run.cache_path is None else str(run.cache_path)
+    return SupernetStatus(run.key, cache, recipe.epochs, recipe.epochs, run.train_time_s, "trained")
 
 
 def record_supernet(study, status: SupernetStatus, cfg: StudyConfig) -> None:

@@ -67,3 +67,26 @@ def test_kill_9_mid_epoch_loses_at_most_that_epoch_and_resumes(tmp_path, monkeyp
     for k, v in straight.net.state_dict().items():
         if torch.is_tensor(v):
             assert torch.equal(v, resumed.net.state_dict()[k]), k
+
+
+def test_a_deadline_mid_epoch_keeps_the_last_whole_epoch_and_the_next_run_resumes(tmp_path, monkeypatch):
+    from mincap.oneshot import trainer
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user"))
+    splits = synthetic_splits()
+    steps = len(splits.train) // RECIPE.batch_size
+    calls = iter(range(10**6))
+    # the clock passes the deadline at the 3rd step of epoch 2 (it is read once a step)
+    monkeypatch.setattr(trainer, "_now", lambda: 1.0 if next(calls) >= steps + 2 else 0.0)
+    torch.set_num_threads(1)
+    cut = train_supernet(TINY, splits, RECIPE, root=tmp_path, progress=False, deadline=1.0)
+    assert cut.stopped and cut.epochs_done == 1
+    files = list(tmp_path.rglob("*.pt"))
+    assert len(files) == 1 and torch.load(files[0], weights_only=True)["epoch"] == 1
+    monkeypatch.setattr(trainer, "_now", time.time)
+    resumed = train_supernet(TINY, splits, RECIPE, root=tmp_path, progress=False, deadline=time.time() + 3600)
+    assert not resumed.stopped and resumed.resumed_epoch == 1 and resumed.epochs_done == RECIPE.epochs
+    straight = train_supernet(TINY, synthetic_splits(), RECIPE, use_cache=False, progress=False)
+    for k, v in straight.net.state_dict().items():  # the dropped half epoch left no trace
+        if torch.is_tensor(v):
+            assert torch.equal(v, resumed.net.state_dict()[k]), k
