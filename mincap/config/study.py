@@ -130,6 +130,10 @@ class Space:
     separable: tuple[bool, ...] = (False,)  # per block after the first: depthwise-separable or not
     padding: tuple[str, ...] = checked(("same",), choices=("same", "valid"))  # per trial: "same" (pad k // 2) or "valid" (no padding)
     pools: tuple[int, int] = (1, 2)  # how many of the first blocks end in a 2x2 max pool
+    # true: every draw is a network for the input -- a block that would leave no pixels ends the
+    # network there (elastic depth) and a pool of a 1-pixel map is left out; false: such a draw is
+    # pruned untrained (the studies made before this key, resumed as they were drawn)
+    fit_input: bool = False
     heads: tuple[str, ...] = checked(("gap", "flatten"), choices=("gap", "flatten"))  # global average pool or flatten
     hidden_depth: tuple[int, int] = (0, 1)  # hidden fc layers after a cnn's head
     hidden_width: tuple[int, int] = checked((8, 64), ge=1)  # log-uniform

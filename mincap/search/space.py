@@ -7,6 +7,12 @@ the things trials must share to train as one batched computation -- so the batch
 search (`mincap.search.batched.ask_group`) learns a trial's structural parameters from
 the sampling itself instead of from a second list of names.
 
+With `[space] fit_input` every draw is a network for the input: a block that would leave no
+pixels ends the network before it (its `k{i}` was drawn, nothing after it is) and a pool of a
+1-pixel map is left out; the trial's `fitted_to_input` attribute says what was drawn and what
+was built. The mapping from parameters to network stays a function, so the sampler, the
+batched groups and a resumed study see the same network for the same parameters.
+
 `preset_params` gives the parameters that make `sample_trial` reproduce a preset
 (`mincap.nets.models.PRESETS`): the seed trials a study enqueues first.
 """
@@ -77,13 +83,25 @@ def sample_trial(trial, cfg: StudyConfig, in_shape: tuple[int, int, int], n_clas
         n_pools = min(depth, d.int("pools", sp.pools, structural=True))
         same = d.cat("padding", sp.padding, structural=True) == "same"
         convs = []
+        h, w = in_shape[1:]
         for i in range(depth):
             k = int(d.cat(f"k{i}", sp.kernels, structural=True))
+            pad, pool = k // 2 if same else 0, 2 if i < n_pools else 1
+            if sp.fit_input:
+                h, w = h + 2 * pad - k + 1, w + 2 * pad - k + 1
+                if convs and min(h, w) < 1:  # this block would leave no pixels: the network ends before it
+                    break
+                if min(h, w) < pool:  # a pool of a 1-pixel map: left out
+                    pool = 1
+                h, w = h // pool, w // pool
             # The first block may have its own, wider range: it sees the image at full resolution.
             c = d.int(f"c{i}", sp.channels0 if i == 0 and sp.channels0 != (0, 0) else sp.channels, log=True)
             # The first block sees one input channel: a depthwise conv there saves nothing.
             sep = bool(d.cat(f"sep{i}", sp.separable, structural=True)) if i > 0 else False
-            convs.append(Conv(c, k, 1, 2 if i < n_pools else 1, k // 2 if same else 0, separable=sep))
+            convs.append(Conv(c, k, 1, pool, pad, separable=sep))
+        if sp.fit_input and (len(convs) < depth or sum(c.pool > 1 for c in convs) < n_pools):
+            trial.set_user_attr("fitted_to_input", {"conv_depth": len(convs), "pools": sum(c.pool > 1 for c in convs),
+                                                    "drawn_conv_depth": depth, "drawn_pools": n_pools})
         head = d.cat("head", sp.heads, structural=True)
         n_hidden = d.int("hidden_depth", sp.hidden_depth, structural=True)
         hidden = tuple(d.int(f"h{i}", sp.hidden_width, log=True) for i in range(n_hidden))

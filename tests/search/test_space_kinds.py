@@ -73,3 +73,43 @@ def test_bad_path_or_quantizer_in_a_study_file_is_one_line():
         parse_study({"space": {"paths": ["sparsity=2"]}})
     with pytest.raises(MincapError, match="space.quantizers"):
         parse_study({"space": {"quantizers": ["fancy"]}})
+
+
+NO_FIT = {"families": ["cnn"], "conv_depth": [2, 5], "kernels": [3, 5], "pools": [0, 2], "padding": ["valid"],
+          "separable": [True, False]}
+
+
+@pytest.mark.parametrize("size", [7, 14])
+def test_with_fit_input_every_draw_is_a_network_for_the_input(size):
+    """Unpadded blocks on a 7x7 or 14x14 image: without `fit_input` some draws leave no pixels;
+    with it every draw is a network, as deep as fits, and says what was cut."""
+    study, plain, cut = _study(2), 0, 0
+    for fit in (False, True):
+        cfg = parse_study({"space": {**NO_FIT, "fit_input": fit}})
+        for _ in range(40):
+            t = study.ask()
+            try:
+                spec, _, comp = sample_trial(t, cfg, (1, size, size), 10)
+            except optuna.TrialPruned:
+                assert not fit, "a fitted draw was no network"
+                plain += 1
+                study.tell(t, state=optuna.trial.TrialState.PRUNED)
+                continue
+            h = spec.feature_shape()[1]  # raises if the blocks leave no pixels
+            assert h >= 1 and len(comp.bits_per_layer) == spec.n_weight_layers()
+            fitted = t.user_attrs.get("fitted_to_input")
+            if fitted:
+                assert fit and fitted["conv_depth"] == len(spec.convs) <= fitted["drawn_conv_depth"]
+                assert fitted["pools"] == sum(c.pool > 1 for c in spec.convs) <= fitted["drawn_pools"]
+                assert (fitted["conv_depth"], fitted["pools"]) != (fitted["drawn_conv_depth"], fitted["drawn_pools"])
+                cut += 1
+            study.tell(t, state=optuna.trial.TrialState.FAIL)
+    assert plain > 0 and cut > 0  # the space really draws networks that do not fit
+
+
+def test_fit_input_leaves_a_draw_that_fits_as_it_was():
+    cfg = parse_study({"space": {**SPACE, "conv_depth": [5, 5], "channels": [4, 16], "pools": [1, 2],
+                                 "padding": ["same", "valid"], "fit_input": True}})
+    trial = optuna.trial.FixedTrial(preset_params("sep-1.8k", cfg))
+    spec, _, _ = sample_trial(trial, cfg, (1, 28, 28), 10)
+    assert spec.convs == PRESETS["sep-1.8k"].convs and "fitted_to_input" not in trial.user_attrs
