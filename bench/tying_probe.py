@@ -22,6 +22,10 @@ stopped probe resumes where it stopped (runs already in the file are skipped).
 
     taskset -c 1 env OMP_NUM_THREADS=1 python bench/tying_probe.py              # 3 seeds x 80 epochs
     python bench/tying_probe.py --epochs 1 --limit 1000 --out /tmp/tying.json   # smoke check
+
+Two processes, one a core, each `--kinds` one network and its own `--out`; then merge the second
+file's runs into the first and run the probe once more with every seed: nothing is left to train,
+so it only rewrites the summary.
 """
 
 from __future__ import annotations
@@ -115,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--side-bits", type=int, default=6, help="side-number bits of the size count")
     ap.add_argument("--epochs", type=int, default=80)
     ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--kinds", default="untied,tied", help="which networks to train (two processes: one each)")
     ap.add_argument("--limit", type=int, default=0, help="train on the first N train images (checks)")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "tying_probe.json"))
@@ -155,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for seed in seeds:
         for kind in kinds:
-            if (kind, seed) in done:
+            if (kind, seed) in done or kind not in args.kinds.split(","):
                 continue
             torch.manual_seed(seed)
             model = build(untied_spec(args.c0, args.c, args.blocks)) if kind == "untied" \
