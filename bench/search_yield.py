@@ -245,7 +245,7 @@ def run_ab(args) -> tuple[dict, int]:
     with tempfile.TemporaryDirectory(prefix="search_yield_ab-") as tmp:
         outs = {arm: Path(tmp) / f"{arm}.json" for arm in ARMS}
         procs, rcs = {}, {}
-        for i, arm in enumerate(ARMS):
+        for arm in ARMS:
             cmd = arm_command(args, arm, outs[arm])
             if args.concurrent:
                 cmd = ["taskset", "-c", str(pinned[arm])] + cmd
