@@ -128,10 +128,9 @@ class OneshotObjective:
         trial.set_user_attr("fidelity", fidelity)
         return self.finish(trial, final, cfg, time.perf_counter() - t0)
 
-    def best_feasible_bits(self, study) -> float:
-        """The smallest file of the study's completed trials that reaches the target (inf: none
+    def best_feasible_bits(self, done) -> float:
+        """The smallest file of the completed trials `done` that reaches the target (inf: none
         yet)."""
-        done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         best = smallest_reaching(done, self.settings.target, bits=lambda t: t.user_attrs.get("artifact_bits"),
                                  val_acc=lambda t: t.user_attrs.get("val_acc"), order=lambda t: t.number)
         return math.inf if best is None else float(best.user_attrs["artifact_bits"])
@@ -142,14 +141,16 @@ class OneshotObjective:
             return False
         if self.deadline is not None and time.time() >= self.deadline:
             return False
-        if scored.artifact_bits >= self.best_feasible_bits(trial.study):
-            return False
-        return not (st.promote_front and self.dominated(trial, scored))
-
-    def dominated(self, trial, scored: Scored) -> bool:
-        """Whether another completed trial's inherited file is as small and as accurate as this one
-        (a repeated draw included)."""
+        # One read of the study's completed trials for both tests below.
         done = trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if scored.artifact_bits >= self.best_feasible_bits(done):
+            return False
+        return not (st.promote_front and self.dominated(done, trial, scored))
+
+    @staticmethod
+    def dominated(done, trial, scored: Scored) -> bool:
+        """Whether another of the completed trials `done` has an inherited file as small and as
+        accurate as this one (a repeated draw included)."""
         for t in done:
             p = t.user_attrs.get("oneshot")
             if t.number != trial.number and p and p["artifact_bits"] <= scored.artifact_bits \
