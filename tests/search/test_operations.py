@@ -82,7 +82,7 @@ def test_timeout_stops_the_running_trial_at_the_deadline(tmp_path, mnist_root):
 
 @pytest.mark.parametrize("sig,name", [(2, "SIGINT"), (15, "SIGTERM")])
 def test_stop_prints_one_line_per_trial_and_no_traceback(tmp_path, mnist_root, sig, name):
-    f = make_study(tmp_path, name=f"stop{sig}", limit=3000, epochs=6)
+    f = make_study(tmp_path, name=f"stop{sig}", limit=3000, epochs=400)  # still training at the signal
     cmd = [sys.executable, "-m", "mincap.cli", "search", str(f), "--trials", "3", "--no-progress"]
     p = _spawn_interruptible(cmd, _env(mnist_root))
     number = _wait_running(f, p)

@@ -143,7 +143,9 @@ def _wait_running(f, proc, timeout=240):
     (signal.SIGTERM, 143, "mincap: terminated", 2),  # forwarded to the worker processes
 ])
 def test_ctrl_c_or_sigterm_marks_the_running_trial_and_exits_cleanly(tmp_path, mnist_root, sig, code, line, workers):
-    f = make_study(tmp_path, name="intr", limit=3000, epochs=6)
+    # 400 epochs: the trial is still training when the signal comes (at 6 epochs it could end
+    # between the poll that saw it running and the signal, which then hit the next trial's draw).
+    f = make_study(tmp_path, name="intr", limit=3000, epochs=400)
     cmd = [sys.executable, "-m", "mincap.cli", "search", str(f), "--trials", "3", "--no-progress",
            "--workers", str(workers)]
     p = _spawn_interruptible(cmd, _env(mnist_root))
