@@ -11,6 +11,7 @@ validation (5,000 images). A lever changes one thing:
 
 * `affine`: + rotation 8 deg, scale 0.08, shear 5 deg, translation 1 px (one grid_sample a batch);
 * `elastic`: + elastic distortion (Simard et al. 2003: alpha 34 px, sigma 4 px);
+* `elastic-mild`: + elastic distortion at half Simard's strength (alpha 16 px, sigma 4 px);
 * `epochs200`: 200 epochs instead of 80 (the last 20% still quantization-aware);
 * `distill`: soft targets from a cached teacher (`--teacher`, trained once on the train split).
 
@@ -42,7 +43,8 @@ NETWORK = ('{"family":"cnn","convs":[[8,3,1,2,0],[12,3,1,1,0,1],[12,3,1,1,0,1],[
            '[12,3,1,1,0,1]],"batch_norm":true,"head":"gap"}')
 AFFINE = {"rotate_deg": 8.0, "scale_frac": 0.08, "shear_deg": 5.0, "translate_px": 1.0}
 ELASTIC = {"elastic_alpha": 34.0, "elastic_sigma": 4.0}
-LEVERS = ("base", "affine", "elastic", "epochs200", "distill")
+ELASTIC_MILD = {"elastic_alpha": 16.0, "elastic_sigma": 4.0}
+LEVERS = ("base", "affine", "elastic", "elastic-mild", "epochs200", "distill")
 
 
 def lever_train(lever: str, epochs: int, seed: int):
@@ -54,6 +56,8 @@ def lever_train(lever: str, epochs: int, seed: int):
         return replace(base, **AFFINE)
     if lever == "elastic":
         return replace(base, **ELASTIC)
+    if lever == "elastic-mild":
+        return replace(base, **ELASTIC_MILD)
     if lever == "epochs200":
         return replace(base, epochs=round(epochs * 2.5))
     if lever == "distill":
@@ -122,7 +126,7 @@ def merge(files: list[str], out: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--levers", default=",".join(LEVERS[:4]), help=f"comma-separated, of {', '.join(LEVERS)}")
+    ap.add_argument("--levers", default=",".join(LEVERS[:5]), help=f"comma-separated, of {', '.join(LEVERS)}")
     ap.add_argument("--epochs", type=int, default=80, help="the base recipe's epochs (epochs200: 2.5x)")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--teacher", default="pytorch-example-2016",

@@ -39,6 +39,11 @@ def _imported(node: ast.AST, module: str, is_pkg: bool) -> list[str]:
     return []
 
 
+def _parents(module: str) -> list[str]:
+    parts = module.split(".")
+    return [".".join(parts[:i]) for i in range(2, len(parts))]
+
+
 def _top_level_graph() -> dict[str, set[str]]:
     mods = _modules()
     graph: dict[str, set[str]] = {}
@@ -50,6 +55,11 @@ def _top_level_graph() -> dict[str, set[str]]:
         for node in tree.body:
             for sub in ast.walk(node) if isinstance(node, (ast.If, ast.Try)) else [node]:
                 deps.update(d for d in _imported(sub, name, path.name == "__init__.py") if d in mods)
+        # Importing mincap.a.b runs the package mincap.a's __init__ first, with what it imports:
+        # that edge closes circles too (mincap.oneshot.trial -> mincap.search.objective ran
+        # mincap.search's __init__, which imports the one-shot run, which imports the trial).
+        deps |= {parent for d in deps for parent in _parents(d) if parent in mods and not name.startswith(parent + ".")
+                 and parent != name}
         deps.discard(name)
         graph[name] = deps
     return graph

@@ -37,6 +37,7 @@ import torch.nn as nn
 from mincap.config import TrainConfig
 from mincap.data import Splits
 from mincap.evaluation.selection import most_accurate, smallest_reaching
+from mincap.failures import failures_recorded
 from mincap.format.container import write
 from mincap.nets.models import build, count_params
 from mincap.oneshot.extract import calibrated_model, recalibrate_bn
@@ -45,7 +46,6 @@ from mincap.oneshot.settings import OneshotSettings
 from mincap.oneshot.space import SubnetConfig, SupernetSpace
 from mincap.oneshot.supernet import Supernet
 from mincap.oneshot.trainer import SupernetRun
-from mincap.search.objective import failures_recorded
 from mincap.training.engine import train
 
 __all__ = ["OneshotObjective", "OneshotSettings", "better", "sample_subnet"]

@@ -42,8 +42,9 @@ from optuna.trial import TrialState
 
 from mincap.compression.qat import qat_plan
 from mincap.config.study import StudyConfig
+from mincap.failures import record_failure, record_interrupt
 from mincap.search.budget import FailureStreak, NetworkBudget
-from mincap.search.objective import Objective, record_failure, record_interrupt
+from mincap.search.objective import Objective
 from mincap.search.space import sample_trial
 from mincap.training.batched import batch_refusal, train_many
 

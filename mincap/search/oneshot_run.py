@@ -12,10 +12,6 @@ cached supernet (`load_supernet`) and runs the study's sampler on `OneshotObject
 (`oneshot_objective`): every trial one sub-network, written, decoded and scored on validation.
 The study's seed presets are enqueued only with `[oneshot] seeds = true`, as sub-networks
 (`oneshot_seed_params`). Nothing here reads the test set.
-
-`mincap.oneshot.trial` is imported as a module, its names read when called: it imports
-`mincap.search.objective`, whose package imports `mincap.search.run` and so this module; when
-`trial` is imported first it is still half-made while this module loads.
 """
 
 from __future__ import annotations
@@ -31,8 +27,8 @@ from mincap.config.oneshot import preset_subnet
 from mincap.config.study import StudyConfig, seed_settings
 from mincap.data import Splits
 from mincap.errors import MincapError, NonFiniteLoss
-from mincap.oneshot import trial as oneshot_trial
 from mincap.oneshot.trainer import SupernetRun, supernet_dirs, supernet_name, train_supernet
+from mincap.oneshot.trial import OneshotObjective
 from mincap.training.engine import setup_threads
 
 __all__ = ["SUPERNETS_ATTR", "SupernetStatus", "load_splits", "load_supernet", "oneshot_objective",
@@ -149,9 +145,9 @@ def load_supernet(cfg: StudyConfig, splits: Splits, device, data_dir=None) -> Su
 
 
 def oneshot_objective(cfg: StudyConfig, splits: Splits, device, store, data_dir=None,
-                      deadline: float | None = None) -> oneshot_trial.OneshotObjective:
+                      deadline: float | None = None) -> OneshotObjective:
     run = load_supernet(cfg, splits, device, data_dir)
-    return oneshot_trial.OneshotObjective(run, splits, store, cfg.oneshot.settings(cfg.study.target), device=device,
+    return OneshotObjective(run, splits, store, cfg.oneshot.settings(cfg.study.target), device=device,
                                           deadline=deadline)
 
 

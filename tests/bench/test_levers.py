@@ -23,6 +23,7 @@ def test_each_lever_changes_only_its_own_settings():
     assert _changed("base") == {}
     assert _changed("affine") == levers.AFFINE
     assert _changed("elastic") == {"elastic_alpha": 34.0}  # sigma 4 px is the default
+    assert _changed("elastic-mild") == {"elastic_alpha": 16.0}
     assert _changed("epochs200") == {"epochs": 200}
     assert _changed("distill") == {"distill_weight": 0.5}
     exp = levers.lever_experiment("epochs200", 80, 0, teacher="small", teacher_epochs=1, limit=None, data_dir=None,
