@@ -242,59 +242,15 @@ def test_train_config_validates_and_leaves_defaults_out_of_its_dict():
 
 
 def test_cli_accepts_and_validates_the_settings(mnist_root, capsys):
-    rc = main(
-        [
-            "train",
-            "--arch",
-            "mlp-32",
-            "--data-dir",
-            str(mnist_root),
-            "--limit",
-            "512",
-            "--epochs",
-            "1",
-            "--rotate-deg",
-            "10",
-            "--scale-frac",
-            "0.1",
-            "--shear-deg",
-            "5",
-            "--translate-px",
-            "1.5",
-            "--elastic-alpha",
-            "34",
-            "--elastic-sigma",
-            "4",
-            "--json",
-        ]
-    )
-    assert rc == 0
+    base = ["train", "--arch", "mlp-32", "--data-dir", str(mnist_root)]
+    warp = ["--rotate-deg", "10", "--scale-frac", "0.1", "--shear-deg", "5", "--translate-px", "1.5",
+            "--elastic-alpha", "34", "--elastic-sigma", "4"]
+    assert main([*base, "--limit", "512", "--epochs", "1", *warp, "--json"]) == 0
     cfg = json.loads(capsys.readouterr().out)["config"]
-    assert (
-        cfg["rotate_deg"],
-        cfg["scale_frac"],
-        cfg["shear_deg"],
-        cfg["translate_px"],
-        cfg["elastic_alpha"],
-    ) == (10.0, 0.1, 5.0, 1.5, 34.0)
-    for flag, value in (
-        ("--rotate-deg", "181"),
-        ("--elastic-sigma", "0"),
-        ("--scale-frac", "-0.1"),
-    ):
-        rc = main(
-            [
-                "train",
-                "--arch",
-                "mlp-32",
-                "--data-dir",
-                str(mnist_root),
-                "--limit",
-                "64",
-                flag,
-                value,
-            ]
-        )
+    keys = ("rotate_deg", "scale_frac", "shear_deg", "translate_px", "elastic_alpha")
+    assert tuple(cfg[k] for k in keys) == (10.0, 0.1, 5.0, 1.5, 34.0)
+    for flag, value in (("--rotate-deg", "181"), ("--elastic-sigma", "0"), ("--scale-frac", "-0.1")):
+        rc = main([*base, "--limit", "64", flag, value])
         err = capsys.readouterr().err
         assert rc == 2 and len(err.strip().splitlines()) == 1, err
         assert flag[2:].replace("-", "_") in err
