@@ -21,6 +21,7 @@ stopped bench resumes where it stopped (runs in the file are skipped). One proce
     taskset -c 0 env OMP_NUM_THREADS=1 MINCAP_THREADS=1 python bench/levers.py --levers base,affine --out A.json
     taskset -c 1 env OMP_NUM_THREADS=1 MINCAP_THREADS=1 python bench/levers.py --levers elastic --out B.json
     python bench/levers.py --merge A.json B.json --out bench/results/levers.json   # one table
+    python bench/levers.py --markdown                                               # docs/training.md's
     python bench/levers.py --epochs 1 --limit 500 --seeds 0 --out /tmp/levers.json  # a smoke check
 """
 
@@ -110,6 +111,18 @@ def print_table(out: Path) -> None:
               f"{bits['mean']:,.0f} bits  {t['mean']:.0f} s a run")
 
 
+def markdown(out: Path) -> str:
+    """The table of docs/training.md, from the bench's JSON."""
+    rows = ["| lever | seeds | validation (mean ± SE) | file bits | training time per run |",
+            "|---|---:|---:|---:|---:|"]
+    for lever, row in json.loads(out.read_text())["levers"].items():
+        acc, bits, t = row["val_acc"], row["artifact_bits"], row["train_time_s"]
+        se = f" ± {100 * acc['se']:.2f}" if acc["se"] is not None else ""
+        rows.append(f"| {lever} | {acc['n']} | {100 * acc['mean']:.2f}%{se} | {bits['mean']:,.0f} | "
+                    f"{t['mean']:,.0f} s |")
+    return "\n".join(rows)
+
+
 def merge(files: list[str], out: Path) -> int:
     docs = [json.loads(Path(f).read_text()) for f in files]
     setups = {json.dumps(d["setup"], sort_keys=True) for d in docs}
@@ -136,9 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--keep", default=None, help="write each run's .mincap file into this folder")
     ap.add_argument("--merge", nargs="+", metavar="JSON", help="merge these files' runs into --out, train nothing")
+    ap.add_argument("--markdown", action="store_true", help="print --out's table as markdown, train nothing")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "levers.json"))
     args = ap.parse_args(argv)
     out = Path(args.out)
+    if args.markdown:
+        print(markdown(out))
+        return 0
     if args.merge:
         return merge(args.merge, out)
     levers = [x for x in args.levers.split(",") if x]

@@ -51,6 +51,11 @@ def test_a_tiny_bench_writes_decoded_files_resumes_and_merges(tmp_path, mnist_ro
     assert levers.main(["--merge", str(a), str(b), "--out", str(merged)]) == 0
     table = json.loads(merged.read_text())["levers"]
     assert table["base"]["val_acc"]["n"] == 2 and table["affine"]["seeds"] == [0]
+    capsys.readouterr()
+    assert levers.main(["--markdown", "--out", str(merged)]) == 0
+    rows = capsys.readouterr().out.splitlines()[2:]
+    assert [r.split(" | ")[:2] for r in rows] == [["| base", "2"], ["| affine", "1"]]
+    assert f"{table['base']['artifact_bits']['mean']:,.0f}" in rows[0]
     other = tmp_path / "c.json"
     assert levers.main([common[0], "2", *common[2:], "--levers", "base", "--seeds", "0", "--out", str(other)]) == 0
     assert levers.main(["--merge", str(a), str(other), "--out", str(tmp_path / "n.json")]) == 2
