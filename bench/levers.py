@@ -13,7 +13,8 @@ validation (5,000 images). A lever changes one thing:
 * `elastic`: + elastic distortion (Simard et al. 2003: alpha 34 px, sigma 4 px);
 * `elastic-mild`: + elastic distortion at half Simard's strength (alpha 16 px, sigma 4 px);
 * `epochs200`: 200 epochs instead of 80 (the last 20% still quantization-aware);
-* `distill`: soft targets from a cached teacher (`--teacher`, trained once on the train split).
+* `distill`: soft targets from a cached teacher (`--teacher`, trained once on the train split);
+* `elastic-mild-200`: the two levers that helped alone, together (`elastic-mild` and `epochs200`).
 
 The test set is never read. Each (lever, seed) run is appended to `--out` as it finishes, so a
 stopped bench resumes where it stopped (runs in the file are skipped). One process a core:
@@ -45,7 +46,7 @@ NETWORK = ('{"family":"cnn","convs":[[8,3,1,2,0],[12,3,1,1,0,1],[12,3,1,1,0,1],[
 AFFINE = {"rotate_deg": 8.0, "scale_frac": 0.08, "shear_deg": 5.0, "translate_px": 1.0}
 ELASTIC = {"elastic_alpha": 34.0, "elastic_sigma": 4.0}
 ELASTIC_MILD = {"elastic_alpha": 16.0, "elastic_sigma": 4.0}
-LEVERS = ("base", "affine", "elastic", "elastic-mild", "epochs200", "distill")
+LEVERS = ("base", "affine", "elastic", "elastic-mild", "epochs200", "distill", "elastic-mild-200")
 
 
 def lever_train(lever: str, epochs: int, seed: int):
@@ -63,6 +64,8 @@ def lever_train(lever: str, epochs: int, seed: int):
         return replace(base, epochs=round(epochs * 2.5))
     if lever == "distill":
         return replace(base, distill_weight=0.5)
+    if lever == "elastic-mild-200":
+        return replace(base, epochs=round(epochs * 2.5), **ELASTIC_MILD)
     return base
 
 

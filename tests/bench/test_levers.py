@@ -26,6 +26,7 @@ def test_each_lever_changes_only_its_own_settings():
     assert _changed("elastic-mild") == {"elastic_alpha": 16.0}
     assert _changed("epochs200") == {"epochs": 200}
     assert _changed("distill") == {"distill_weight": 0.5}
+    assert _changed("elastic-mild-200") == {"elastic_alpha": 16.0, "epochs": 200}  # exactly the two, together
     exp = levers.lever_experiment("epochs200", 80, 0, teacher="small", teacher_epochs=1, limit=None, data_dir=None,
                                   output="x.mincap")
     assert exp.compress.qat_epochs == 40 and exp.teacher is None  # the last 20% quantized, at any length
