@@ -248,6 +248,8 @@ def add_verify(sub) -> None:
                         "(default: %(default)s)")
     p.add_argument("--split-seed", type=int, default=DEFAULT_SPLIT_SEED, help="(default: %(default)s)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    p.add_argument("--no-test", action="store_true",
+                   help="read no test image: size and validation accuracy only (while still choosing)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
     p.set_defaults(func=_cmd_verify)
 
@@ -259,7 +261,7 @@ def _cmd_verify(args) -> int:
 
     setup_threads(args.threads)
     out = verify_file(args.file, dataset=args.dataset, data_dir=args.data_dir, n_val=args.n_val,
-                      split_seed=args.split_seed)
+                      split_seed=args.split_seed, test=not args.no_test)
     if args.json:
         print(json.dumps(out))
     else:

@@ -36,8 +36,10 @@ def _datasets_like(in_shape: tuple[int, ...], n_classes: int, root) -> list[str]
 
 
 def verify_file(path: str, *, dataset: str = "mnist", data_dir: str | None = None, n_val: int = DEFAULT_N_VAL,
-                split_seed: int = DEFAULT_SPLIT_SEED) -> dict:
-    """The artifact's size table plus its decoded network's validation and test accuracy on `dataset`."""
+                split_seed: int = DEFAULT_SPLIT_SEED, test: bool = True) -> dict:
+    """The artifact's size table plus its decoded network's validation and test accuracy on `dataset`.
+
+    `test=False` reads no test image (no `test_acc` key): checking a file while still choosing."""
     dec = artifact.decode(artifact.read(path))
     splits = data.load(dataset, root=data_dir, n_val=n_val, split_seed=split_seed)
     shape, classes = tuple(dec.spec.in_shape), dec.spec.n_classes
@@ -47,9 +49,11 @@ def verify_file(path: str, *, dataset: str = "mnist", data_dir: str | None = Non
         raise MincapError(f"{path}: the network takes {'x'.join(map(str, shape))} inputs and {classes} classes, "
                           f"{dataset} has {'x'.join(map(str, splits.in_shape))} and {splits.n_classes}: {hint}")
     val_acc, _ = train.evaluate(dec.model, splits.val)
-    test_acc, _ = final_test_accuracy(dec.model, dataset, root=data_dir)
     out = {"file": path, "dataset": dataset, "spec": dec.spec.to_dict(), "n_val": len(splits.val),
-           "split_seed": split_seed, "val_acc": val_acc, "test_acc": test_acc, **dec.size}
+           "split_seed": split_seed, "val_acc": val_acc}
+    if test:
+        out["test_acc"] = final_test_accuracy(dec.model, dataset, root=data_dir)[0]
+    out.update(dec.size)
     if splits.memorization:  # val_acc is accuracy on the images trained on
         out["memorization"] = data.memorization_note(dataset)
     # The two-part code (mincap.evaluation.twopart) on the official training labels: train and validation

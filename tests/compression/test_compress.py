@@ -97,6 +97,27 @@ def test_cli_train_writes_artifact_and_verify_reads_it(mnist_root, tmp_path, cap
     assert main(["train", "--data-dir", str(mnist_root), "--bits-per-layer", "4,4", "--limit", "500"]) == 2
 
 
+
+def test_verify_no_test_reads_no_test_image(mnist_root, monkeypatch, capsys):
+    """`mincap verify --no-test`: size and validation accuracy, and the one door to the test set
+    (holdout.load_test) is never opened; without the flag it is."""
+    from mincap.cli import main
+    from mincap.evaluation import holdout
+
+    opened = []
+    real = holdout.load_test
+    monkeypatch.setattr(holdout, "load_test", lambda *a, **k: opened.append(1) or real(*a, **k))
+    f = ARTIFACTS / "sep16-99.mincap"
+    assert main(["verify", str(f), "--data-dir", str(mnist_root), "--no-test", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert "test_acc" not in out and out["val_acc"] > 0.98 and out["artifact_bits"] == 8 * f.stat().st_size
+    assert opened == []
+    assert main(["verify", str(f), "--data-dir", str(mnist_root), "--no-test"]) == 0
+    assert "validation accuracy" in capsys.readouterr().out and opened == []
+    assert main(["verify", str(f), "--data-dir", str(mnist_root), "--json"]) == 0
+    assert "test_acc" in json.loads(capsys.readouterr().out) and opened == [1]
+
+
 ARTIFACTS = Path(__file__).resolve().parents[2] / "studies" / "artifacts"
 OLD = ARTIFACTS / "mnist-15640.mincap"  # the hand-built file of issue 4: 98.94% on validation, not a 99% network
 
