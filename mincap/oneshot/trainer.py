@@ -32,7 +32,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -139,12 +139,30 @@ def supernet_name(splits: Splits, space: SupernetSpace, recipe: SupernetRecipe, 
                         split_fp=_train_fingerprint(splits))
 
 
+# The space's and the recipe's fields every key has hashed since FORMAT 1. A field added later
+# enters the key only when it is set away from its default: a new setting whose default keeps the
+# old behaviour keeps every cached supernet (the committed studies' included) valid. A change
+# that alters what an old setting trains bumps FORMAT instead.
+_KEYED_SPACE = frozenset({"widths0", "widths", "width_step", "depth", "bits", "kernel0", "kernel", "separable",
+                          "pools", "padding", "per_channel", "step_per_width", "in_shape", "n_classes"})
+_KEYED_RECIPE = frozenset({"epochs", "batch_size", "lr", "weight_decay", "augment_shift", "qat_fraction",
+                           "n_random", "distill_weight", "distill_temperature", "sort_channels",
+                           "largest_epochs", "seed"})
+
+
+def _key_part(obj, keyed: frozenset) -> dict:
+    """`obj.to_dict()` less the fields added after FORMAT 1 that are at their defaults."""
+    defaults = {f.name: f.default for f in fields(obj) if f.default is not MISSING}
+    return {k: v for k, v in obj.to_dict().items() if k in keyed or k not in defaults or v != defaults[k]}
+
+
 def supernet_key(dataset: str, space: SupernetSpace, recipe: SupernetRecipe, *, n_val: int,
                  split_seed: int, limit: int | None = None, split_fp: str = "") -> str:
     """The cache file name of a supernet: dataset, split, space and recipe all in the hash."""
     blob = json.dumps({"format": FORMAT, "dataset": dataset, "n_val": n_val,
                        "split_seed": split_seed, "limit": limit, "split": split_fp,
-                       "space": space.to_dict(), "recipe": recipe.to_dict()}, sort_keys=True)
+                       "space": _key_part(space, _KEYED_SPACE), "recipe": _key_part(recipe, _KEYED_RECIPE)},
+                      sort_keys=True)
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in dataset)
     return f"{safe}-supernet-{hashlib.sha256(blob.encode()).hexdigest()[:16]}.pt"
 

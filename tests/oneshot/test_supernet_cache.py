@@ -91,3 +91,46 @@ def test_largest_epochs_train_the_largest_alone_first():
     run = train_supernet(TINY, synthetic_splits(), recipe, use_cache=False, progress=False)
     assert [h["phase"] for h in run.history] == ["largest", "float", "qat"]
     assert run.history[0]["loss_children"] == 0.0 < run.history[1]["loss_children"]
+
+
+def test_a_setting_added_later_keeps_the_key_at_its_default():
+    """A recipe or space field added after FORMAT 1 enters the key only away from its default:
+    the cached supernets (the committed study's among them) stay valid when a setting is added."""
+    from dataclasses import dataclass
+
+    from mincap.oneshot.space import SupernetSpace
+
+    @dataclass(frozen=True)
+    class LaterRecipe(SupernetRecipe):
+        new_knob: float = 0.0
+
+    @dataclass(frozen=True)
+    class LaterSpace(SupernetSpace):
+        new_choice: tuple = (1, 2)
+
+    def key(space=TINY, recipe=RECIPE):
+        return supernet_key("mnist", space, recipe, n_val=5000, split_seed=0)
+
+    assert key(recipe=LaterRecipe(**RECIPE.to_dict())) == key()
+    assert key(recipe=LaterRecipe(**RECIPE.to_dict(), new_knob=0.5)) != key()
+    assert key(space=LaterSpace(**TINY.to_dict())) == key()
+    assert key(space=LaterSpace(**TINY.to_dict(), new_choice=(3,))) != key()
+    assert key(recipe=replace(RECIPE, seed=RECIPE.seed)) == key()  # a FORMAT-1 field: always in the key ...
+    assert key(recipe=replace(RECIPE, lr=RECIPE.lr * 2)) != key()  # ... and any change of it changes it
+
+
+def test_the_committed_one_shot_study_finds_its_committed_supernet(mnist_root):
+    """The key of studies/mnist-99-oneshot.toml's supernet on real MNIST is the committed file's name
+    (a key change would retrain 16 minutes of supernet and orphan the committed one)."""
+    from pathlib import Path
+
+    from mincap.config.study import load_study_file
+    from mincap.oneshot.trainer import supernet_name
+    from mincap.search.oneshot_run import _args, load_splits
+
+    studies = Path(__file__).resolve().parents[2] / "studies"
+    cfg = load_study_file(studies / "mnist-99-oneshot.toml")
+    splits = load_splits(cfg, data_dir=str(mnist_root))
+    space, recipe, split = _args(cfg, splits)
+    committed = [p.name for p in (studies / "mnist-99-oneshot.supernet").glob("*.pt")]
+    assert committed == [supernet_name(splits, space, recipe, **split)]
