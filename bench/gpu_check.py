@@ -11,9 +11,13 @@ Prints, in this order:
    does not train it (sep-1.8k: depthwise-separable blocks);
 4. `default study:` the trials per hour of the default study: `mincap search` on a copy of
    studies/mnist-99.toml (its own storage in a temporary folder) for `--search-s` seconds,
-   counting the trials that finished before the deadline.
+   counting the trials that finished before the deadline;
+5. `one-shot supernet:` seconds per float and per quantization-aware epoch of the one-shot
+   study's supernet (studies/mnist-99-oneshot.toml's space and recipe, not cached), and seconds
+   per scored sub-network (batch norm re-estimated, written, decoded, scored on validation) over
+   a few random ones: what decides whether the one-shot A/B (issue 29) turns on a GPU.
 
-Budgets: on the GPU the whole train split and a 300 s search, under 8 minutes in all;
+Budgets: on the GPU the whole train split and a 300 s search, under 9 minutes in all;
 `--cpu` 5,000 train images and a 120 s search; `--cpu --quick` (the test) 500 images and a
 5 s search. Nothing is selected on the test set; nothing is installed.
 
@@ -189,6 +193,35 @@ def search_rate(args, device, limit, n_val, search_s: float) -> str:
     )
 
 
+ONESHOT_STUDY = REPO / "studies" / "mnist-99-oneshot.toml"
+
+
+def oneshot_times(splits, device, n_subnets: int = 4) -> str:
+    """The `one-shot supernet:` line: 3 epochs (a warm-up, one float, one QAT), not cached, then
+    `n_subnets` random sub-networks scored."""
+    import torch
+
+    from mincap.config.study import load_study_file
+    from mincap.oneshot.score import score_subnet
+    from mincap.oneshot.trainer import random_subnet, train_supernet
+
+    cfg = load_study_file(ONESHOT_STUDY)
+    space = cfg.oneshot.space(splits.in_shape, splits.n_classes)
+    recipe = replace(cfg.oneshot.recipe(), epochs=3, qat_fraction=1 / 3, largest_epochs=0)
+    run = train_supernet(space, splits, recipe, device=device, use_cache=False, progress=False)
+    h = run.history
+    gen = torch.Generator().manual_seed(0)
+    calib = min(cfg.oneshot.calib_images, len(splits.train))
+    t0 = time.perf_counter()
+    for _ in range(n_subnets):
+        score_subnet(run.net, random_subnet(run.net.space, gen, quantized=True), splits, calib_images=calib,
+                     device=device)
+    per = (time.perf_counter() - t0) / n_subnets
+    return (f"one-shot supernet: {h[1]['time_s']:.2f} s per float epoch, {h[2]['time_s']:.2f} s per QAT epoch "
+            f"({len(splits.train):,} train images); {per:.2f} s per scored sub-network "
+            f"({n_subnets} random, {calib:,} calibration images)")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cpu", action="store_true", help="run on the CPU (a smaller budget)")
@@ -231,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         for line in epoch_times(args.preset, cfg, splits, device):
             print(line, flush=True)
         print(search_rate(args, device, limit, n_val, search_s), flush=True)
+        print(oneshot_times(splits, device), flush=True)
     except MincapError as err:
         print(f"gpu_check: error: {err}", file=sys.stderr)
         return err.exit_code

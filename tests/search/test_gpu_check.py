@@ -19,7 +19,7 @@ def test_gpu_check_runs_on_the_cpu(mnist_root):
     )
     assert p.returncode == 0, p.stderr
     lines = p.stdout.strip().splitlines()
-    assert len(lines) == 4, p.stdout
+    assert len(lines) == 5, p.stdout
     assert lines[0].startswith("device: CPU")
     assert re.fullmatch(
         r"sep-1\.8k one at a time: [\d.]+ s per float epoch, [\d.]+ s per lsq QAT epoch "
@@ -34,6 +34,11 @@ def test_gpu_check_runs_on_the_cpu(mnist_root):
         r"default study: \d+ trials/h \(\d+ finished in \d+ s: .*; "
         r"\d+ stopped at the 5 s deadline\)",
         lines[3],
+    )
+    assert re.fullmatch(
+        r"one-shot supernet: [\d.]+ s per float epoch, [\d.]+ s per QAT epoch \(500 train images\); "
+        r"[\d.]+ s per scored sub-network \(4 random, 500 calibration images\)",
+        lines[4],
     )
 
 
