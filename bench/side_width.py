@@ -8,13 +8,13 @@ question of files already written, in seconds: every symmetric layer's `CompactS
 again (`CompactSide.from_float(scale, bias, side_bits=B)`, from the values the file decodes to),
 the file re-encoded by `mincap.format.container.encode` (format version 5 packs the side at its
 width where that is shorter), decoded, and scored on the validation split. Rounding the decoded
-6-bit values again is at most as good as exporting the trained floats at B bits, so a loss here is
-an upper bound on the loss of `side=B`. The test set is never read.
+6-bit values again rounds twice, so it may lose a little more than exporting the trained floats
+at B bits (`side=B`) would. The test set is never read.
 
     python bench/side_width.py /work/runs/levers/files/*.mincap --widths 6,5,4,3
     python bench/side_width.py FILES --out bench/results/side_width.json
 
-Cost: one validation pass per file and width (about a second on one core for 1.2k weights).
+Cost: one validation pass per file and width (a few seconds on one core for 1.2k weights).
 """
 
 from __future__ import annotations
@@ -28,8 +28,6 @@ import platform
 import statistics
 import sys
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def resided(dec, side_bits: int) -> bytes:
