@@ -58,12 +58,13 @@ GROUPS = {
     "ladder3": [f"studies/ladder3/{r}.toml" for r in LADDER],
 }
 STUDIES = [f for group in GROUPS.values() for f in group]
+LADDER_GROUPS = ("ladder", "ladder3")  # the groups whose studies are rungs of the dataset ladder
 # Issue 16: each placed ladder rung's chosen configuration is retrained with 3 more seeds
 # (validation only) so the figure and table say how many reach the target; time outside the budget.
-SUMMARY_ARGS = {"ladder": ["--replicates", "3"], "ladder3": ["--replicates", "3"]}
+SUMMARY_ARGS = {g: ["--replicates", "3"] for g in LADDER_GROUPS}
 # Issue 16: one information estimator for every rung, coded before the rung's summary so that the
 # summary holds it (`mincap entropy` caches it); its JSON is kept in studies/info for the record.
-ENTROPY = {"ladder": "prequential-switch", "ladder3": "prequential-switch"}
+ENTROPY = dict.fromkeys(LADDER_GROUPS, "prequential-switch")
 MIN_LEFT_S = 60.0  # less than this left of a budget: the study counts as run
 REPORT = ["plot", "--from-json", "studies", "--from-json", "studies/ladder2", "--artifacts", "studies/artifacts",
           "--estimator", "prequential-switch", "-o", "studies/ladder.png", "--report", "studies/RESULTS.md"]
