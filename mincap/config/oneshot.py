@@ -24,7 +24,7 @@ from mincap.config.rules import checked
 from mincap.errors import MincapError
 from mincap.nets.models import PRESETS
 from mincap.oneshot.settings import OneshotSettings
-from mincap.oneshot.space import PADDINGS, SubnetConfig, SupernetSpace
+from mincap.oneshot.space import HEADS, PADDINGS, SubnetConfig, SupernetSpace
 from mincap.oneshot.trainer import SupernetRecipe
 
 __all__ = ["EXCLUDED", "RECIPE_KEYS", "SETTINGS_KEYS", "SPACE_KEYS", "Oneshot", "check_oneshot",
@@ -81,6 +81,8 @@ class Oneshot:
     # how many of the first blocks end in a 2x2 max pool
     pools: int = checked(_S.pools, ge=0, note="at most the smallest depth")
     padding: str = checked(_S.padding, choices=PADDINGS)  # every conv's padding
+    # the head: "gap" (global average pool) or "flatten" (a linear layer reads every position)
+    head: str = checked(_S.head, choices=HEADS)
     per_channel: bool = _S.per_channel  # one weight scale per output channel; false: per layer
     # learned steps per (layer, width, bits); false: per (layer, bits), shared by all widths
     step_per_width: bool = _S.step_per_width

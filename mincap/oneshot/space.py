@@ -3,7 +3,10 @@
 `SupernetSpace` fixes the family (the default study's GAP CNN): a plain first conv, then
 depthwise-separable blocks (or plain ones, `separable=False`: a second supernet, not a
 choice inside one), batch norm after every block, max pool after the first `pools` blocks,
-one padding, one kernel size, a global-average-pool head. Elastic are:
+one padding, one kernel size, one head: a global average pool (`gap`, the default study's) or
+the last block's feature map flattened (`flatten`: a linear layer reads every position, so
+the head need not rely on translation invariance -- the CNN cells of the locality question,
+where the pixels are permuted; one head per supernet, like the block kind). Elastic are:
 
 * width: each block keeps its first k channels, k on a grid (`width_step`) in `widths0`
   (the first conv) or `widths` (the others);
@@ -27,9 +30,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from mincap.errors import MincapError
-from mincap.nets.models import Conv, Spec
+from mincap.nets.models import HEADS, Conv, Spec
 
-__all__ = ["PADDINGS", "SubnetConfig", "SupernetSpace"]
+__all__ = ["HEADS", "PADDINGS", "SubnetConfig", "SupernetSpace"]
 
 PADDINGS = ("valid", "same")
 
@@ -80,6 +83,7 @@ class SupernetSpace:
     separable: bool = True
     pools: int = 1
     padding: str = "valid"
+    head: str = "gap"  # `mincap.nets.models.HEADS`: "gap" or "flatten" (see the module docstring)
     # One LSQ step per layer where no batch norm follows it (the depthwise convs, the head) and
     # per channel after folding elsewhere: the study's "layer" scales, its smaller files
     # (sep-1.8k 8,536 bits against 9,064 with per-channel scales at equal accuracy).
@@ -109,6 +113,8 @@ class SupernetSpace:
             raise MincapError("oneshot space: bits must lie in 2..8 (LSQ, symmetric)")
         if self.padding not in PADDINGS:
             raise MincapError(f"oneshot space: padding must be one of {PADDINGS}")
+        if self.head not in HEADS:
+            raise MincapError(f"oneshot space: head must be one of {HEADS}")
         if not 0 <= self.pools <= self.depth[0]:
             raise MincapError("oneshot space: pools must be between 0 and the smallest depth")
         self.spec(self.largest())  # raises when the deepest net shrinks the image to nothing
@@ -171,8 +177,17 @@ class SupernetSpace:
             pad = k // 2 if self.padding == "same" else 0
             pool = 2 if i < self.pools else 1
             convs.append(Conv(w, k, 1, pool, pad, separable=self.separable and i > 0))
-        return Spec("cnn", tuple(convs), (), "relu", True, "gap", 0.0, self.in_shape,
+        return Spec("cnn", tuple(convs), (), "relu", True, self.head, 0.0, self.in_shape,
                     self.n_classes)
+
+    def head_positions(self, depth: int) -> int:
+        """How many positions of each channel the head reads at `depth`: 1 for `gap`, the
+        feature map's height x width for `flatten` (its weight's columns are channel-major,
+        `torch.flatten` of (C, H, W), so the first k channels are its first k x positions)."""
+        if self.head == "gap":
+            return 1
+        _, h, w = self.spec(SubnetConfig(tuple(self.max_width(i) for i in range(depth)))).feature_shape()
+        return h * w
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -5,8 +5,10 @@ supernet's block (and the first channels of its input), so sub-networks share we
 way slimmable networks and Once-for-All do. `sort_channels` reorders each block's channels
 by importance so that slicing keeps the strongest (OFA's channel sorting). Elastic depth:
 a sub-network of depth d runs the first d blocks; each depth has its own head (the head
-reads a different block at each depth; it is about 200 parameters, and a shared one would
-have to serve three different feature maps).
+reads a different block at each depth; a GAP head is about 200 parameters, and a shared one
+would have to serve three different feature maps). A `flatten` head's weight is sliced by
+whole channels: its columns are channel-major, so a width-k sub-network uses the first k x
+(height x width) of them.
 
 Batch norm: the affine parameters are shared and sliced; no running statistics are kept
 while training (every step is a different sub-network: BigNAS and OFA re-estimate the
@@ -74,7 +76,7 @@ class Supernet(nn.Module):
             blocks.append(blk)
             c_prev = c
         self.blocks = nn.ModuleList(blocks)
-        self.heads = nn.ModuleList(nn.Linear(sp.max_width(d - 1), sp.n_classes)
+        self.heads = nn.ModuleList(nn.Linear(sp.max_width(d - 1) * sp.head_positions(d), sp.n_classes)
                                    for d in range(sp.depth[0], sp.depth[1] + 1))
         # The learned steps: one Parameter per (layer slot, width, bits), so that AdamW leaves an
         # entry alone in a step that did not use it (its grad stays None) instead of moving it
@@ -153,7 +155,7 @@ class Supernet(nn.Module):
                 conv_w = conv.weight[: w[i], :c_in].contiguous()
                 out.append((conv_w, None, slot[id(conv)], wi(i, w[i])))
         head = self.heads[cfg.depth - sp.depth[0]]
-        head_w = head.weight[:, : w[-1]].contiguous()
+        head_w = head.weight[:, : w[-1] * sp.head_positions(cfg.depth)].contiguous()
         out.append((head_w, head.bias, slot[id(head)], wi(cfg.depth - 1, w[-1])))
         return out
 
@@ -194,7 +196,7 @@ class Supernet(nn.Module):
             h = F.relu(h)
             if i < sp.pools:
                 h = F.max_pool2d(h, 2)
-        h = F.adaptive_avg_pool2d(h, 1).flatten(1)
+        h = F.adaptive_avg_pool2d(h, 1).flatten(1) if sp.head == "gap" else h.flatten(1)
         w, b = next(ws)
         return F.linear(h, w, b)
 
@@ -215,7 +217,9 @@ def _importance(net: Supernet, block: int) -> torch.Tensor:
         else:
             score += nxt["conv"].weight.abs().sum((0, 2, 3))
     if sp.depth[0] <= block + 1:
-        score += net.heads[block + 1 - sp.depth[0]].weight.abs().sum(0)
+        hw = sp.head_positions(block + 1)
+        head = net.heads[block + 1 - sp.depth[0]].weight
+        score += head.abs().reshape(head.shape[0], -1, hw).sum((0, 2))
     return net.blocks[block]["bn"].weight.abs() * score
 
 
@@ -253,6 +257,9 @@ def sort_channels(net: Supernet, opt=None) -> list[torch.Tensor]:
             else:
                 _permute_(nxt["conv"].weight, 1, perm, opt)
         if net.space.depth[0] <= g + 1:
-            _permute_(net.heads[g + 1 - net.space.depth[0]].weight, 1, perm, opt)
+            # a flatten head's columns come in groups of positions per channel: move the groups
+            hw = net.space.head_positions(g + 1)
+            cols = (perm[:, None] * hw + torch.arange(hw, device=perm.device)).flatten()
+            _permute_(net.heads[g + 1 - net.space.depth[0]].weight, 1, cols, opt)
         perms.append(perm)
     return perms

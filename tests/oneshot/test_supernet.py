@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from oneshot_data import synthetic_splits
@@ -30,8 +32,10 @@ def _net(space, seed=0):
     return net
 
 
+@pytest.mark.parametrize("head", ["gap", "flatten"])
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"w{c.widths}-b{c.bits}")
-def test_extracted_subnet_gives_the_supernets_logits(tiny_space, cfg):
+def test_extracted_subnet_gives_the_supernets_logits(tiny_space, cfg, head):
+    tiny_space = replace(tiny_space, head=head)
     net = _net(tiny_space)
     x = prepare(synthetic_splits().train.x[:64])
     net.train()
@@ -87,7 +91,20 @@ def test_each_width_has_its_own_step_and_extraction_leaves_the_table_alone(tiny_
     assert not torch.equal(narrow.log_steps[0], wide.log_steps[0])
 
 
-def test_sort_keeps_the_largest_network_and_puts_important_channels_first(tiny_space):
+def test_a_flatten_heads_slice_is_whole_channels_of_every_position(tiny_space):
+    space = replace(tiny_space, head="flatten")
+    net = _net(space)
+    cfg = CONFIGS[1]  # depth 2: a 3 x 3 feature map in the 12 x 12 space (depth 3 leaves 1 x 1)
+    hw = space.head_positions(cfg.depth)
+    assert hw > 1 and net.heads[cfg.depth - space.depth[0]].in_features == space.max_width(cfg.depth - 1) * hw
+    head_w = net.layers(cfg)[-1][0]
+    assert head_w.shape == (space.n_classes, cfg.widths[-1] * hw)
+    assert extract(net, cfg).spec.head == "flatten"
+
+
+@pytest.mark.parametrize("head", ["gap", "flatten"])
+def test_sort_keeps_the_largest_network_and_puts_important_channels_first(tiny_space, head):
+    tiny_space = replace(tiny_space, head=head)
     net = _net(tiny_space, seed=3)
     x = prepare(synthetic_splits().train.x[:64])
     net.train()
@@ -96,6 +113,11 @@ def test_sort_keeps_the_largest_network_and_puts_important_channels_first(tiny_s
     perms = sort_channels(net)
     assert any(not torch.equal(p, torch.arange(len(p))) for p in perms)  # something moved
     torch.testing.assert_close(net(x, big), before, rtol=1e-5, atol=1e-5)
+    small = SubnetConfig((2, 4, 2))
+    if head == "flatten":  # a narrower slice after sorting is another function: the head moved with it
+        sub = extract(net, small).model()
+        sub.train()
+        assert torch.equal(net(x, small), sub(x))
     for g in range(len(net.blocks)):
         imp = _importance(net, g).detach()
         assert torch.all(imp[:-1] >= imp[1:]), f"block {g} is not sorted"
