@@ -9,7 +9,12 @@ Groups, in this order unless `--group` names some:
 - `ladder` (issue 16): `studies/ladder2/*.toml`, the dataset ladder searched alike, 1 hour each;
 - `ladder3` (issue 31): `studies/ladder3/*.toml`, the same rungs with spaces that draw only networks
   for the input, 90 minutes of one core each (`--group ladder3`); the report draws ladder2 until
-  every ladder3 rung has run.
+  every ladder3 rung has run;
+- `locality3` (issue 31): `studies/locality3/*.toml`, the four locality cells again, one hour of one
+  core a cell split over its studies (an MLP cell: one 20-minute study per depth 1, 2, 3; a CNN
+  cell: one 30-minute one-shot study per head, gap and flatten), so that the depth table has
+  trials at every depth; no replicates (the ladder's rungs have them). On two cores:
+  `--group locality3 --only locality3/mlp` on one, `--only locality3/cnn` on the other.
 
 For each study:
 
@@ -56,6 +61,8 @@ GROUPS = {
     "locality": [f"studies/locality/{f}-{d}.toml" for f in ("mlp", "cnn") for d in ("mnist", "permuted")],
     "ladder": [f"studies/ladder2/{r}.toml" for r in LADDER],
     "ladder3": [f"studies/ladder3/{r}.toml" for r in LADDER],
+    "locality3": [f"studies/locality3/mlp-{d}-d{k}.toml" for d in ("mnist", "permuted") for k in (1, 2, 3)]
+    + [f"studies/locality3/cnn-{d}-{h}.toml" for d in ("mnist", "permuted") for h in ("gap", "flatten")],
 }
 STUDIES = [f for group in GROUPS.values() for f in group]
 LADDER_GROUPS = ("ladder", "ladder3")  # the groups whose studies are rungs of the dataset ladder

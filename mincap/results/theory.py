@@ -1,7 +1,7 @@
 """Issue 17's section of studies/RESULTS.md: memorizing random labels, locality and symmetry.
 
 `theory_section(report_path, ladder_rungs)` reads the committed summaries in the `capacity/`
-and `locality/` folders beside the report or above the ladder's summaries (`<study>.summary.json`, written by
+and `locality3/` (else `locality/`) folders beside the report or above the ladder's summaries (`<study>.summary.json`, written by
 `mincap summary STUDY.toml --save`), draws `capacity.png` and `locality.png` beside the report,
 and returns the section's markdown lines: figures, tables, budgets, and sentences generated
 from the numbers. Study files there without a summary are listed as not run yet; with no summary
@@ -10,12 +10,13 @@ in either folder, the section is empty. `mincap plot --report` calls it.
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 from typing import Any
 
 from mincap.report import fmt_acc, fmt_duration, fmt_target, spec_short
 from mincap.results.capacity import capacity_info
-from mincap.results.locality import CELLS, locality_info
+from mincap.results.locality import CELLS, cell_of_name, locality_info
 from mincap.results.stored import read_summary
 from mincap.results.theory_figures import plot_capacity, plot_locality
 
@@ -33,6 +34,21 @@ def read_folder(folder: Path) -> tuple[list[dict[str, Any]], list[Path]]:
         rungs.append(s)
     missing = [t for t in sorted(folder.glob("*.toml")) if not t.with_name(t.stem + ".summary.json").is_file()]
     return rungs, missing
+
+
+LOCALITY_FOLDERS = ("locality3", "locality")  # the newest first
+
+
+def expected_files(folder: Path) -> dict[tuple[str, str], int]:
+    """How many study files each locality cell has in `folder` (run or not)."""
+    out: dict[tuple[str, str], int] = {}
+    for t in sorted(folder.glob("*.toml")):
+        with open(t, "rb") as f:
+            name = tomllib.load(f).get("study", {}).get("name", "")
+        cell = cell_of_name(name)
+        if cell is not None:
+            out[cell] = out.get(cell, 0) + 1
+    return out
 
 
 def _span(values: list[float], fmt: str, unit: str = "") -> str:
@@ -126,14 +142,27 @@ def _locality_lines(info, figure: str) -> list[str]:
             f"{w['n_trials']} ({w['complete']})", fmt_duration(w["wall_s"]), _budget(w),
         ]) + " |")
     out.append("")
+    half = [f"{c[0]} / {c[1]} ({w['files'][0]} of {w['files'][1]})" for c, w in info.cells.items()
+            if w["files"][0] < w["files"][1]]
+    if half:
+        out += ["- Cells whose studies have not all run (summaries of studies): " + "; ".join(half) + ".", ""]
+    reps = []
+    for cell in CELLS:
+        r = (info.cells.get(cell) or {}).get("replicates")
+        if r and r.get("val_acc"):
+            reps.append(f"{cell[0]} / {cell[1]}: {r['n_reach']} of {len(r['val_acc'])} "
+                        f"({', '.join(fmt_acc(a) for a in r['val_acc'])})")
+    if reps:
+        out += ["- Replicates (the chosen network retrained from scratch with other seeds, validation): "
+                + "; ".join(reps) + ".", ""]
     ratios = [f"{k}: {v:.2f}×" for k, v in info.ratios.items() if v is not None]
     if ratios:
         out += ["- Generated, smallest bits: " + "; ".join(ratios) + ".", ""]
     if info.depth:
         out += ["Depth (no-flattening): the smallest network reaching the target per family and depth, from "
-                "every complete trial of each cell (depth = conv blocks of a CNN, hidden layers of an MLP; "
-                "the depths share each cell's budget as the sampler chose, so a depth with few trials is "
-                "less explored).", "",
+                "every complete trial of each cell (depth = conv blocks of a CNN, hidden layers of an MLP). "
+                "Where a cell's study drew the depth itself, the depths shared its budget as the sampler "
+                "chose, so a depth with few trials is less explored.", "",
                 "| family | input | depth | complete trials | best val acc | smallest reaching the target | "
                 "artifact bits | parameters | val acc |",
                 "|---|---|---:|---:|---:|---|---:|---:|---:|"]
@@ -173,7 +202,9 @@ def theory_section(report_path: str | Path, ladder_rungs: list[dict[str, Any]], 
     if studies is None:
         return []
     cap, cap_missing = read_folder(studies / "capacity")
-    loc, loc_missing = read_folder(studies / "locality")
+    # Issue 31's cells (locality3/) replace issue 17's (locality/) once any of them has run.
+    loc_dir = next((studies / d for d in LOCALITY_FOLDERS if read_folder(studies / d)[0]), studies / "locality")
+    loc, loc_missing = read_folder(loc_dir)
     if not (cap or loc):  # nothing has run: no section (study files alone change no report)
         return []
     out = ["## Theory: memorizing random labels; locality and symmetry (issue 17)", ""]
@@ -181,7 +212,7 @@ def theory_section(report_path: str | Path, ladder_rungs: list[dict[str, Any]], 
         info = capacity_info(cap, ladder_rungs, estimator)
         out += _capacity_lines(info, str(plot_capacity(info, base / "capacity.png").relative_to(base)))
     if loc:
-        info = locality_info(loc)
+        info = locality_info(loc, expected_files(loc_dir))
         out += _locality_lines(info, str(plot_locality(info, base / "locality.png").relative_to(base)))
     # Named from the studies folder, not the report: the same text wherever the report is written.
     missing = [_rel(p, studies) for p in cap_missing + loc_missing]

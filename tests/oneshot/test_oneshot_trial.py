@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import optuna
 import pytest
 from oneshot_data import TINY, synthetic_splits
 from optuna.artifacts import FileSystemArtifactStore
 
 from mincap.format.container import decode
+from mincap.nets.models import Spec
 from mincap.oneshot.score import Scored
 from mincap.oneshot.trainer import SupernetRecipe, train_supernet
 from mincap.oneshot.trial import OneshotObjective, OneshotSettings, better
@@ -20,6 +23,13 @@ RECIPE = SupernetRecipe(epochs=3, batch_size=64, qat_fraction=0.34)
 def trained():
     splits = synthetic_splits()
     return train_supernet(TINY, splits, RECIPE, use_cache=False, progress=False), splits
+
+
+@pytest.fixture(scope="module")
+def trained_flatten():
+    splits = synthetic_splits()
+    space = replace(TINY, head="flatten")
+    return train_supernet(space, splits, RECIPE, use_cache=False, progress=False), splits
 
 
 def _study():
@@ -37,7 +47,16 @@ def _decoded_acc(data: bytes, splits) -> float:
 
 
 def test_a_trials_file_decodes_to_the_validation_accuracy_recorded_for_it(trained, tmp_path):
-    run, splits = trained
+    _trials_decode_to_their_scores(*trained, tmp_path)
+
+
+def test_a_flatten_head_supernets_trials_decode_to_their_scores(trained_flatten, tmp_path):
+    run, splits = trained_flatten
+    study = _trials_decode_to_their_scores(run, splits, tmp_path)
+    assert {Spec.from_json(t.user_attrs["spec"]).head for t in study.trials} == {"flatten"}
+
+
+def _trials_decode_to_their_scores(run, splits, tmp_path):
     store = FileSystemArtifactStore(str(tmp_path))
     study = _study()
     # 2-bit side information: the decoded network is visibly not the fake-quantized one, so an
@@ -54,6 +73,7 @@ def test_a_trials_file_decodes_to_the_validation_accuracy_recorded_for_it(traine
         assert a["fidelity"] == "oneshot" and a["oneshot"]["val_acc"] == a["val_acc"]
         assert len(a["bits_per_layer"]) == TINY.n_layers(t.params.get("conv_depth", 2))
         assert a["supernet"] == run.key and "finetune" not in a
+    return study
 
 
 def _params(widths, bits, sparsity=0.0):

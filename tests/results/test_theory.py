@@ -93,6 +93,59 @@ def test_locality_cells_ratios_depth(summaries):
     assert locality_info(odd).target is None and locality_info(odd).targets == [0.975, 0.98]
 
 
+def _part(family, inp, part, bits, depth_rows, *, replicates=None):
+    """A summary of one study of an issue-31 cell (studies/locality3/: several studies a cell)."""
+    s = _cell(family, inp, bits or 1, depth_rows)
+    s["study"] = f"locality3-{family}-{inp}-{part}"
+    s["config"]["budget_timeout_s"] = 1200.0
+    if bits is None:
+        s["chosen"] = None
+        s["pareto_front"] = [_row(3, 90_000, 0.95, 20_000)]
+    elif replicates:
+        s["chosen"]["replicates"] = {"k": len(replicates), "val_acc": replicates,
+                                     "n_reach": sum(a >= 0.975 for a in replicates)}
+    return s
+
+
+def test_a_cell_of_several_studies_is_merged_by_the_selection_rule():
+    parts = [_part("mlp", "mnist", "d1", 200_000, [(1, 200_000)]),
+             _part("mlp", "mnist", "d2", 150_000, [(2, 150_000)], replicates=[0.976, 0.972, 0.977]),
+             _part("mlp", "mnist", "d3", None, [(3, None)]),
+             _part("cnn", "mnist", "gap", 20_000, [(2, 30_000), (3, 20_000)]),
+             _part("cnn", "mnist", "flatten", 40_000, [(2, 25_000), (3, None)])]
+    info = locality_info(parts, {("mlp", "mnist"): 3, ("cnn", "mnist"): 2, ("mlp", "permuted"): 3})
+    mlp, cnn = info.cells[("mlp", "mnist")], info.cells[("cnn", "mnist")]
+    assert mlp["study"] == "locality3-mlp-mnist-d2" and mlp["artifact_bits"] == 150_000  # smallest over the three
+    assert mlp["files"] == (3, 3) and mlp["n_trials"] == 150 and mlp["budget_timeout_s"] == 3600.0
+    assert mlp["replicates"]["n_reach"] == 2
+    # the union of the fronts, filtered: d3's 90,000-bit point at 95% stays, nothing it dominates does
+    assert mlp["front"] == [(90_000, 0.95), (150_000, 0.976)]  # d1's 200,000 bits at 97.6% is dominated
+    assert cnn["artifact_bits"] == 20_000 and cnn["files"] == (2, 2)
+    depth = {(d["family"], d["depth"]): d for d in info.depth}
+    assert depth[("cnn", 2)]["n_complete"] == 20 and depth[("cnn", 2)]["artifact_bits"] == 25_000  # both heads' depth 2
+    assert depth[("cnn", 3)]["artifact_bits"] == 20_000 and depth[("mlp", 3)]["artifact_bits"] is None
+    assert ("mlp", "permuted") not in info.cells  # expected but nothing ran: not a cell yet
+    half = locality_info(parts[:2], {("mlp", "mnist"): 3})
+    assert half.cells[("mlp", "mnist")]["files"] == (2, 3)
+
+
+def test_the_section_reads_locality3_once_it_has_run_and_says_what_is_half_run(tmp_path, summaries):
+    ladder = [dict(s, source=str(tmp_path / "ladder" / f"{k}.summary.json")) for k, s in summaries.items()]
+    for s in CELLS:
+        _write(tmp_path / "locality", s["study"].removeprefix("locality-"), s)
+    new = tmp_path / "locality3"
+    new.mkdir()
+    for stem in ("mlp-mnist-d1", "mlp-mnist-d2"):
+        (new / f"{stem}.toml").write_text(f'[study]\nname = "locality3-{stem}"\n')
+    text = "\n".join(theory_section(tmp_path / "RESULTS.md", ladder))
+    assert "200,000" in text  # locality3 has no summary yet: issue 17's cells still
+    _write(new, "mlp-mnist-d1", _part("mlp", "mnist", "d1", 123_000, [(1, 123_000)], replicates=[0.98, 0.97, 0.976]))
+    text = "\n".join(theory_section(tmp_path / "RESULTS.md", ladder))
+    assert "123,000" in text and "200,000" not in text
+    assert "mlp / mnist (1 of 2)" in text and "`locality3/mlp-mnist-d2.toml`" in text
+    assert "mlp / mnist: 2 of 3 (98.00%, 97.00%, 97.60%)" in text
+
+
 def _trial(number, bits, acc, spec, state="COMPLETE"):
     return SimpleNamespace(number=number, state=SimpleNamespace(name=state), values=[bits, acc],
                            user_attrs={"artifact_bits": bits, "val_acc": acc, "spec": spec, "n_params": bits // 4})
@@ -180,6 +233,29 @@ def test_locality_cells_share_target_budget_and_space():
         a, b = cfg[(f, "mnist")], cfg[(f, "permuted")]
         assert replace(b, study=a.study, path="") == replace(a, path="")
     assert cfg[("mlp", "mnist")].space.mlp_depth == (1, 2) and cfg[("cnn", "mnist")].space.conv_depth == (2, 4)
+
+
+def test_locality3_cells_split_one_budget_and_fix_depth_or_head():
+    files = sorted((STUDIES / "locality3").glob("*.toml"))
+    cfg = {f.stem: load_study_file(f) for f in files}
+    assert len(cfg) == 10 and {c.study.target for c in cfg.values()} == {0.975}
+    budget: dict = {}
+    for stem, c in cfg.items():
+        fam, inp, part = stem.split("-")
+        assert cell_of({"study": c.study.name, "dataset": c.study.dataset}) == (fam, inp)
+        budget[(fam, inp)] = budget.get((fam, inp), 0) + c.budget.timeout_s
+        if fam == "mlp":  # one depth a study
+            assert c.space.families == ("mlp",) and c.space.mlp_depth == (int(part[1:]),) * 2
+            assert c.space.augment == (0, 0) and not c.oneshot.enabled
+        else:  # one head a one-shot study, conv blocks 2..4
+            assert c.oneshot.enabled and c.oneshot.head == part and c.oneshot.depth == (2, 4)
+            assert c.oneshot.augment_shift == 0 and c.seed_recipe.augment == 0
+    assert set(budget.values()) == {3600}  # one hour of one core a cell
+    for stem, c in cfg.items():  # a file's twin on the other input differs in name and dataset only
+        if "-mnist-" in stem:
+            twin = cfg[stem.replace("-mnist-", "-permuted-")]
+            assert replace(twin, study=c.study, path="") == replace(c, path="")
+            assert twin.study.dataset == "mnist-permuted"
 
 
 def test_summary_save_writes_the_summary_beside_the_study(tmp_path, capsys, monkeypatch):

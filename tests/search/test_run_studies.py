@@ -39,10 +39,13 @@ def test_plan_budget_left_and_skip(tmp_path, monkeypatch):
     assert [r["file"] for r in rows] == [first, second]
     assert rows[0]["used_s"] == 600.0 and rows[0]["left_s"] == cfg.budget.timeout_s - 600.0 and not rows[0]["summary"]
     assert rows[1]["summary"] and rows[1]["used_s"] == 0.0
-    assert len(run_studies.STUDIES) == 9 + 7 + 7 and all((repo / f).is_file() for f in run_studies.STUDIES)
+    assert len(run_studies.STUDIES) == 9 + 7 + 7 + 10 and all((repo / f).is_file() for f in run_studies.STUDIES)
     assert run_studies.plan([first, second], ["ladder"]) == []  # --group: only that group's studies
     assert {r["group"] for r in rows} == {"capacity"} and run_studies.SUMMARY_ARGS["ladder"] == ["--replicates", "3"]
     assert [r["file"] for r in run_studies.plan([first, second], ["capacity"])] == [first, second]
+    # every locality3 file is in its group, and its cells get no replicates
+    assert sorted(run_studies.GROUPS["locality3"]) == sorted(str(p.relative_to(repo)) for p in (repo / "studies" / "locality3").glob("*.toml"))
+    assert "locality3" not in run_studies.SUMMARY_ARGS
 
 
 def test_entropy_record_writes_once_and_never_half_a_file(tmp_path, monkeypatch):
