@@ -73,8 +73,15 @@ SUMMARY_ARGS = {g: ["--replicates", "3"] for g in LADDER_GROUPS}
 # summary holds it (`mincap entropy` caches it); its JSON is kept in studies/info for the record.
 ENTROPY = dict.fromkeys(LADDER_GROUPS, "prequential-switch")
 MIN_LEFT_S = 60.0  # less than this left of a budget: the study counts as run
-REPORT = ["plot", "--from-json", "studies", "--from-json", "studies/ladder2", "--artifacts", "studies/artifacts",
-          "--estimator", "prequential-switch", "-o", "studies/ladder.png", "--report", "studies/RESULTS.md"]
+
+
+def report_args() -> list[str]:
+    """`mincap plot` of the report: the ladder drawn from ladder3's summaries once every ladder3 rung
+    has one, else from ladder2's (one budget per figure, never a mix of the two)."""
+    done = all((REPO / f).with_name(Path(f).stem + ".summary.json").is_file() for f in GROUPS["ladder3"])
+    ladder = "studies/ladder3" if done else "studies/ladder2"
+    return ["plot", "--from-json", "studies", "--from-json", ladder, "--artifacts", "studies/artifacts",
+            "--estimator", "prequential-switch", "-o", "studies/ladder.png", "--report", "studies/RESULTS.md"]
 
 
 def mincap(*args: str, capture: bool = False) -> subprocess.CompletedProcess:
@@ -145,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             entropy_record(r["dataset"], ENTROPY[r["group"]])
         mincap("summary", r["file"], "--save", *SUMMARY_ARGS.get(r["group"], []))
     if not args.no_report:
-        mincap(*REPORT)
+        mincap(*report_args())
     return 0
 
 

@@ -68,3 +68,17 @@ def test_entropy_record_writes_once_and_never_half_a_file(tmp_path, monkeypatch)
     run_studies.entropy_record("digits", "prequential-switch")  # already there: not computed again
     assert calls == [("entropy", "digits", "--estimator", "prequential-switch", "--json")] * 2
     assert run_studies.ENTROPY == {"ladder": "prequential-switch", "ladder3": "prequential-switch"}
+
+
+def test_the_report_draws_ladder3_only_once_every_rung_has_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(run_studies, "REPO", tmp_path)
+    for f in run_studies.GROUPS["ladder3"]:
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+    summaries = [(tmp_path / f).with_name(Path(f).stem + ".summary.json") for f in run_studies.GROUPS["ladder3"]]
+    for p in summaries[:-1]:
+        p.write_text("{}")
+    args = run_studies.report_args()
+    assert "studies/ladder2" in args and "studies/ladder3" not in args  # one rung short: the old ladder
+    summaries[-1].write_text("{}")
+    args = run_studies.report_args()
+    assert "studies/ladder3" in args and "studies/ladder2" not in args
