@@ -10,7 +10,7 @@ A cell is recognized by its study name: `locality-<mlp|cnn>-<mnist|permuted>` (i
 whose budgets add up to the cell's). A cell of several studies is merged: its network is the
 smallest reaching the target over its studies' chosen ones (the project's selection rule, on
 validation; each study's test accuracy is only reported), its trials, wall time and budget are
-the sums, and `files` says how many of its studies have a summary. Depth: the smallest
+the sums. Depth: the smallest
 target-reaching network per family and depth (`smallest_by_depth` of each summary, from every
 complete trial, not only the Pareto front), merged over a cell's studies the same way.
 """
@@ -90,10 +90,10 @@ def _pareto(points) -> list[tuple[float, float]]:
     return out
 
 
-def _merge_cell(rows: list[dict[str, Any]], expected: int) -> dict[str, Any]:
+def _merge_cell(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """One cell's row from its studies' rows (one row: itself)."""
-    if len(rows) == 1 and expected <= 1:
-        return {**rows[0], "files": (1, 1)}
+    if len(rows) == 1:
+        return rows[0]
     targets = {w["target"] for w in rows}
     chosen = smallest_reaching(rows, min(targets), bits=lambda w: w["artifact_bits"], val_acc=lambda w: w["val_acc"],
                                order=lambda w: w["study"])  # type: ignore[arg-type]
@@ -107,7 +107,6 @@ def _merge_cell(rows: list[dict[str, Any]], expected: int) -> dict[str, Any]:
         "front": _pareto(p for w in rows for p in w["front"]),
         "n_trials": _sum(rows, "n_trials"), "complete": _sum(rows, "complete"), "wall_s": _sum(rows, "wall_s"),
         "budget_timeout_s": _sum(rows, "budget_timeout_s"), "budget_trials": None,
-        "files": (len(rows), max(expected, len(rows))),
     }
 
 
@@ -121,9 +120,8 @@ def _merge_depth(rows: list[dict[str, Any]], target: float) -> dict[str, Any]:
             "n_complete": sum(d["n_complete"] or 0 for d in rows)}
 
 
-def locality_info(rungs: list[dict[str, Any]], expected: dict[tuple[str, str], int] | None = None) -> LocalityInfo:
-    """The four cells' rows, their ratios and the depth table, from their summaries. `expected`:
-    how many studies each cell has (summaries or not), so that a cell half run says so."""
+def locality_info(rungs: list[dict[str, Any]]) -> LocalityInfo:
+    """The four cells' rows, their ratios and the depth table, from their summaries."""
     by_cell: dict[tuple[str, str], list[dict[str, Any]]] = {}
     depth_rows: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     for r in rungs:
@@ -138,8 +136,7 @@ def locality_info(rungs: list[dict[str, Any]], expected: dict[tuple[str, str], i
                  "target": r["target"], "artifact_bits": best.get("artifact_bits"),
                  "n_params": best.get("n_params"), "val_acc": best.get("val_acc"), "spec": best.get("spec"),
                  "best_val_acc": d.get("best_val_acc"), "n_complete": d.get("n_complete")})
-    expected = expected or {}
-    cells = {k: _merge_cell(sorted(v, key=lambda w: w["study"]), expected.get(k, 0)) for k, v in by_cell.items()}
+    cells = {k: _merge_cell(sorted(v, key=lambda w: w["study"])) for k, v in by_cell.items()}
     depth = [_merge_depth(v, min(d["target"] for d in v)) for v in depth_rows.values()]
     targets = sorted({t for v in by_cell.values() for t in (w["target"] for w in v)})
     bits = {k: w["artifact_bits"] for k, w in cells.items()}

@@ -1,7 +1,7 @@
 """Issue 17's section of studies/RESULTS.md: memorizing random labels, locality and symmetry.
 
 `theory_section(report_path, ladder_rungs)` reads the committed summaries in the `capacity/`
-and `locality3/` (else `locality/`) folders beside the report or above the ladder's summaries (`<study>.summary.json`, written by
+and `locality3/` (once all of it has run; else `locality/`) folders beside the report or above the ladder's summaries (`<study>.summary.json`, written by
 `mincap summary STUDY.toml --save`), draws `capacity.png` and `locality.png` beside the report,
 and returns the section's markdown lines: figures, tables, budgets, and sentences generated
 from the numbers. Study files there without a summary are listed as not run yet; with no summary
@@ -10,13 +10,12 @@ in either folder, the section is empty. `mincap plot --report` calls it.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from mincap.report import fmt_acc, fmt_duration, fmt_target, spec_short
 from mincap.results.capacity import capacity_info
-from mincap.results.locality import CELLS, cell_of_name, locality_info
+from mincap.results.locality import CELLS, locality_info
 from mincap.results.stored import read_summary
 from mincap.results.theory_figures import plot_capacity, plot_locality
 
@@ -36,19 +35,17 @@ def read_folder(folder: Path) -> tuple[list[dict[str, Any]], list[Path]]:
     return rungs, missing
 
 
+# Issue 31's cells (locality3/) replace issue 17's (locality/) once every one of their studies has a
+# summary: one budget per table and figure, never a mix of the two (as the ladder's report does).
 LOCALITY_FOLDERS = ("locality3", "locality")  # the newest first
 
 
-def expected_files(folder: Path) -> dict[tuple[str, str], int]:
-    """How many study files each locality cell has in `folder` (run or not)."""
-    out: dict[tuple[str, str], int] = {}
-    for t in sorted(folder.glob("*.toml")):
-        with open(t, "rb") as f:
-            name = tomllib.load(f).get("study", {}).get("name", "")
-        cell = cell_of_name(name)
-        if cell is not None:
-            out[cell] = out.get(cell, 0) + 1
-    return out
+def _locality_folder(studies: Path) -> Path:
+    for name in LOCALITY_FOLDERS:
+        rungs, missing = read_folder(studies / name)
+        if rungs and not missing:
+            return studies / name
+    return studies / LOCALITY_FOLDERS[-1]
 
 
 def _span(values: list[float], fmt: str, unit: str = "") -> str:
@@ -142,10 +139,6 @@ def _locality_lines(info, figure: str) -> list[str]:
             f"{w['n_trials']} ({w['complete']})", fmt_duration(w["wall_s"]), _budget(w),
         ]) + " |")
     out.append("")
-    half = [f"{c[0]} / {c[1]} ({w['files'][0]} of {w['files'][1]})" for c, w in info.cells.items()
-            if w["files"][0] < w["files"][1]]
-    if half:
-        out += ["- Cells whose studies have not all run (summaries of studies): " + "; ".join(half) + ".", ""]
     reps = []
     for cell in CELLS:
         r = (info.cells.get(cell) or {}).get("replicates")
@@ -202,9 +195,7 @@ def theory_section(report_path: str | Path, ladder_rungs: list[dict[str, Any]], 
     if studies is None:
         return []
     cap, cap_missing = read_folder(studies / "capacity")
-    # Issue 31's cells (locality3/) replace issue 17's (locality/) once any of them has run.
-    loc_dir = next((studies / d for d in LOCALITY_FOLDERS if read_folder(studies / d)[0]), studies / "locality")
-    loc, loc_missing = read_folder(loc_dir)
+    loc, loc_missing = read_folder(_locality_folder(studies))
     if not (cap or loc):  # nothing has run: no section (study files alone change no report)
         return []
     out = ["## Theory: memorizing random labels; locality and symmetry (issue 17)", ""]
@@ -212,7 +203,7 @@ def theory_section(report_path: str | Path, ladder_rungs: list[dict[str, Any]], 
         info = capacity_info(cap, ladder_rungs, estimator)
         out += _capacity_lines(info, str(plot_capacity(info, base / "capacity.png").relative_to(base)))
     if loc:
-        info = locality_info(loc, expected_files(loc_dir))
+        info = locality_info(loc)
         out += _locality_lines(info, str(plot_locality(info, base / "locality.png").relative_to(base)))
     # Named from the studies folder, not the report: the same text wherever the report is written.
     missing = [_rel(p, studies) for p in cap_missing + loc_missing]

@@ -113,23 +113,21 @@ def test_a_cell_of_several_studies_is_merged_by_the_selection_rule():
              _part("mlp", "mnist", "d3", None, [(3, None)]),
              _part("cnn", "mnist", "gap", 20_000, [(2, 30_000), (3, 20_000)]),
              _part("cnn", "mnist", "flatten", 40_000, [(2, 25_000), (3, None)])]
-    info = locality_info(parts, {("mlp", "mnist"): 3, ("cnn", "mnist"): 2, ("mlp", "permuted"): 3})
+    info = locality_info(parts)
     mlp, cnn = info.cells[("mlp", "mnist")], info.cells[("cnn", "mnist")]
     assert mlp["study"] == "locality3-mlp-mnist-d2" and mlp["artifact_bits"] == 150_000  # smallest over the three
-    assert mlp["files"] == (3, 3) and mlp["n_trials"] == 150 and mlp["budget_timeout_s"] == 3600.0
+    assert mlp["n_trials"] == 150 and mlp["budget_timeout_s"] == 3600.0
     assert mlp["replicates"]["n_reach"] == 2
     # the union of the fronts, filtered: d3's 90,000-bit point at 95% stays, nothing it dominates does
     assert mlp["front"] == [(90_000, 0.95), (150_000, 0.976)]  # d1's 200,000 bits at 97.6% is dominated
-    assert cnn["artifact_bits"] == 20_000 and cnn["files"] == (2, 2)
+    assert cnn["artifact_bits"] == 20_000
     depth = {(d["family"], d["depth"]): d for d in info.depth}
     assert depth[("cnn", 2)]["n_complete"] == 20 and depth[("cnn", 2)]["artifact_bits"] == 25_000  # both heads' depth 2
     assert depth[("cnn", 3)]["artifact_bits"] == 20_000 and depth[("mlp", 3)]["artifact_bits"] is None
-    assert ("mlp", "permuted") not in info.cells  # expected but nothing ran: not a cell yet
-    half = locality_info(parts[:2], {("mlp", "mnist"): 3})
-    assert half.cells[("mlp", "mnist")]["files"] == (2, 3)
+    assert ("mlp", "permuted") not in info.cells
 
 
-def test_the_section_reads_locality3_once_it_has_run_and_says_what_is_half_run(tmp_path, summaries):
+def test_the_section_reads_locality3_only_once_all_of_it_has_run(tmp_path, summaries):
     ladder = [dict(s, source=str(tmp_path / "ladder" / f"{k}.summary.json")) for k, s in summaries.items()]
     for s in CELLS:
         _write(tmp_path / "locality", s["study"].removeprefix("locality-"), s)
@@ -141,8 +139,10 @@ def test_the_section_reads_locality3_once_it_has_run_and_says_what_is_half_run(t
     assert "200,000" in text  # locality3 has no summary yet: issue 17's cells still
     _write(new, "mlp-mnist-d1", _part("mlp", "mnist", "d1", 123_000, [(1, 123_000)], replicates=[0.98, 0.97, 0.976]))
     text = "\n".join(theory_section(tmp_path / "RESULTS.md", ladder))
-    assert "123,000" in text and "200,000" not in text
-    assert "mlp / mnist (1 of 2)" in text and "`locality3/mlp-mnist-d2.toml`" in text
+    assert "200,000" in text and "123,000" not in text  # one of two: still issue 17's, never a mix
+    _write(new, "mlp-mnist-d2", _part("mlp", "mnist", "d2", 150_000, [(2, 150_000)]))
+    text = "\n".join(theory_section(tmp_path / "RESULTS.md", ladder))
+    assert "123,000" in text and "200,000" not in text and "| mlp / permuted | - | - | not run |" in text
     assert "mlp / mnist: 2 of 3 (98.00%, 97.00%, 97.60%)" in text
 
 
