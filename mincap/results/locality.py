@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 from mincap.evaluation.selection import smallest_reaching
 
-__all__ = ["CELLS", "FAMILIES", "LocalityInfo", "cell_of", "cell_of_name", "locality_info"]
+__all__ = ["CELLS", "FAMILIES", "LocalityInfo", "cell_of", "locality_info"]
 
 FAMILIES = ("mlp", "cnn")
 INPUTS = ("mnist", "permuted")
@@ -31,20 +31,13 @@ _NAME = re.compile(r"^(?:locality-(mlp|cnn)-(mnist|permuted)|locality3-(mlp|cnn)
 _DATASET = {"mnist": "mnist", "permuted": "mnist-permuted"}
 
 
-def cell_of_name(study: str) -> tuple[str, str] | None:
-    """(family, input) of a locality study's name, or None for any other name."""
-    m = _NAME.match(study or "")
-    if not m:
-        return None
-    return (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
-
-
 def cell_of(rung: dict[str, Any]) -> tuple[str, str] | None:
     """(family, input) of a locality study's summary, or None for any other study."""
-    cell = cell_of_name(rung.get("study") or "")
-    if cell is None or rung.get("dataset") != _DATASET[cell[1]]:
+    m = _NAME.match(rung.get("study") or "")
+    if not m:
         return None
-    return cell
+    cell = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+    return cell if rung.get("dataset") == _DATASET[cell[1]] else None
 
 
 class LocalityInfo(NamedTuple):
