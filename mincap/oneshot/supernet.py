@@ -76,7 +76,10 @@ class Supernet(nn.Module):
             blocks.append(blk)
             c_prev = c
         self.blocks = nn.ModuleList(blocks)
-        self.heads = nn.ModuleList(nn.Linear(sp.max_width(d - 1) * sp.head_positions(d), sp.n_classes)
+        # Positions per channel the head reads at each depth; built once here because
+        # `head_positions` derives a Spec, and `layers` runs on every forward.
+        self.head_hw = {d: sp.head_positions(d) for d in range(sp.depth[0], sp.depth[1] + 1)}
+        self.heads = nn.ModuleList(nn.Linear(sp.max_width(d - 1) * self.head_hw[d], sp.n_classes)
                                    for d in range(sp.depth[0], sp.depth[1] + 1))
         # The learned steps: one Parameter per (layer slot, width, bits), so that AdamW leaves an
         # entry alone in a step that did not use it (its grad stays None) instead of moving it
@@ -155,7 +158,7 @@ class Supernet(nn.Module):
                 conv_w = conv.weight[: w[i], :c_in].contiguous()
                 out.append((conv_w, None, slot[id(conv)], wi(i, w[i])))
         head = self.heads[cfg.depth - sp.depth[0]]
-        head_w = head.weight[:, : w[-1] * sp.head_positions(cfg.depth)].contiguous()
+        head_w = head.weight[:, : w[-1] * self.head_hw[cfg.depth]].contiguous()
         out.append((head_w, head.bias, slot[id(head)], wi(cfg.depth - 1, w[-1])))
         return out
 
@@ -217,7 +220,7 @@ def _importance(net: Supernet, block: int) -> torch.Tensor:
         else:
             score += nxt["conv"].weight.abs().sum((0, 2, 3))
     if sp.depth[0] <= block + 1:
-        hw = sp.head_positions(block + 1)
+        hw = net.head_hw[block + 1]
         head = net.heads[block + 1 - sp.depth[0]].weight
         score += head.abs().reshape(head.shape[0], -1, hw).sum((0, 2))
     return net.blocks[block]["bn"].weight.abs() * score
@@ -258,7 +261,7 @@ def sort_channels(net: Supernet, opt=None) -> list[torch.Tensor]:
                 _permute_(nxt["conv"].weight, 1, perm, opt)
         if net.space.depth[0] <= g + 1:
             # a flatten head's columns come in groups of positions per channel: move the groups
-            hw = net.space.head_positions(g + 1)
+            hw = net.head_hw[g + 1]
             cols = (perm[:, None] * hw + torch.arange(hw, device=perm.device)).flatten()
             _permute_(net.heads[g + 1 - net.space.depth[0]].weight, 1, cols, opt)
         perms.append(perm)
