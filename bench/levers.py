@@ -126,16 +126,30 @@ def markdown(out: Path) -> str:
     return "\n".join(rows)
 
 
+def _strip_teacher(setup: dict | None) -> dict:
+    """A setup without the teacher keys, which files written before the teacher moved into the
+    distill runs' records still hold."""
+    return {k: v for k, v in (setup or {}).items() if k not in ("teacher", "teacher_epochs")}
+
+
+def same_setup(a: dict | None, b: dict) -> bool:
+    return a is not None and _strip_teacher(a) == _strip_teacher(b)
+
+
 def merge(files: list[str], out: Path) -> int:
     docs = [json.loads(Path(f).read_text()) for f in files]
-    setups = {json.dumps(d["setup"], sort_keys=True) for d in docs}
+    setups = {json.dumps(_strip_teacher(d["setup"]), sort_keys=True) for d in docs}
     if len(setups) != 1:
         print("levers: the files were measured with different setups; not merged", file=sys.stderr)
         return 2
     runs = {(r["lever"], r["seed"]): r for d in docs for r in d["runs"]}
+    if len({json.dumps(r.get("teacher"), sort_keys=True) for d in docs for r in d["runs"]
+            if r["lever"] == "distill"}) > 1:
+        print("levers: the files' distill runs had different teachers; not merged", file=sys.stderr)
+        return 2
     machine = {**docs[0]["machine"], "merged_from": [str(f) for f in files],
                "load_per_file": [d["machine"].get("load_avg_end") for d in docs]}
-    write(out, docs[0]["setup"], sorted(runs.values(), key=lambda r: (LEVERS.index(r["lever"]), r["seed"])), machine)
+    write(out, _strip_teacher(docs[0]["setup"]), sorted(runs.values(), key=lambda r: (LEVERS.index(r["lever"]), r["seed"])), machine)
     print_table(out)
     return 0
 
@@ -170,10 +184,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from mincap.training.experiment import run_experiment
 
-    setup = {"network": NETWORK, "epochs": args.epochs, "limit": args.limit or None, "bits": 4, "side_bits": 6,
-             "teacher": args.teacher, "teacher_epochs": args.teacher_epochs}
+    # The teacher is not part of the setup: only `distill` runs use it, and each records its own,
+    # so measuring another teacher keeps the other levers' runs (and a distill run is redone only
+    # when it had another teacher).
+    setup = {"network": NETWORK, "epochs": args.epochs, "limit": args.limit or None, "bits": 4, "side_bits": 6}
     old = json.loads(out.read_text()) if out.is_file() else {}
-    runs = old.get("runs", []) if old.get("setup") == setup else []
+    runs = old.get("runs", []) if same_setup(old.get("setup"), setup) else []
+    teacher = {"arch": args.teacher, "epochs": args.teacher_epochs}
+    runs = [r for r in runs if r["lever"] != "distill" or r.get("teacher") == teacher]
     done = {(r["lever"], r["seed"]) for r in runs}
     machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
                "threads_env": os.environ.get("MINCAP_THREADS"), "load_avg_start": os.getloadavg()}
@@ -193,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
                          "bits_default_side": steps[0]["artifact_bits"], "val_acc_default_side": steps[0]["val_acc"],
                          "n_params": rec["n_params"], "epochs": exp.train.epochs,
                          "train_time_s": round(rec["train_time_s"], 1), "load_avg_end": os.getloadavg()[0],
-                         "teacher_val_acc": (rec.get("teacher") or {}).get("val_acc")})
+                         **({"teacher": teacher, "teacher_val_acc": rec["teacher"]["val_acc"]}
+                            if lever == "distill" else {})})
             print(f"levers: {lever} seed {seed}: val {100 * rec['val_acc']:.2f}% at {rec['artifact_bits']:,} bits "
                   f"({rec['train_time_s']:.0f} s)", flush=True)
             write(out, setup, runs, {**machine, "load_avg_end": os.getloadavg()})

@@ -61,3 +61,23 @@ def test_a_tiny_bench_writes_decoded_files_resumes_and_merges(tmp_path, mnist_ro
     assert levers.main([common[0], "2", *common[2:], "--levers", "base", "--seeds", "0", "--out", str(other)]) == 0
     assert levers.main(["--merge", str(a), str(other), "--out", str(tmp_path / "n.json")]) == 2
     assert not (tmp_path / "n.json").exists()
+
+
+def test_another_teacher_redoes_only_the_distill_runs(tmp_path, mnist_root, capsys):
+    out = tmp_path / "a.json"
+    common = ["--epochs", "1", "--limit", "300", "--data-dir", str(mnist_root), "--seeds", "0", "--out", str(out)]
+    mlp8, mlp9 = '{"family":"mlp","hidden":[8]}', '{"family":"mlp","hidden":[9]}'
+    assert levers.main([*common, "--levers", "base,distill", "--teacher", mlp8, "--teacher-epochs", "1"]) == 0
+    first = {r["lever"]: r for r in json.loads(out.read_text())["runs"]}
+    assert first["distill"]["teacher"] == {"arch": mlp8, "epochs": 1} and "teacher" not in first["base"]
+    assert 0 <= first["distill"]["teacher_val_acc"] <= 1
+    capsys.readouterr()
+    assert levers.main([*common, "--levers", "base,distill", "--teacher", mlp9, "--teacher-epochs", "1"]) == 0
+    trained = [line for line in capsys.readouterr().out.splitlines() if " seed " in line]
+    assert len(trained) == 1 and trained[0].startswith("levers: distill")  # base was kept, not retrained
+    again = {r["lever"]: r for r in json.loads(out.read_text())["runs"]}
+    assert again["base"] == first["base"] and again["distill"]["teacher"]["arch"] == mlp9
+    other = tmp_path / "b.json"
+    assert levers.main([*common[:-1], str(other), "--levers", "distill", "--teacher", mlp8,
+                        "--teacher-epochs", "1"]) == 0
+    assert levers.main(["--merge", str(out), str(other), "--out", str(tmp_path / "m.json")]) == 2  # two teachers

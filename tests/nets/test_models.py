@@ -19,6 +19,10 @@ def test_tiny_is_tiny():
     assert 2000 <= n <= 3000
 
 
+def test_teacher_preset_size_matches_its_comment():
+    assert models.count_params(models.build(models.PRESETS["teacher"])) == 218586
+
+
 @pytest.mark.parametrize("name", list(models.PRESETS))
 def test_presets_roundtrip_and_run(name):
     spec = models.PRESETS[name]
