@@ -68,3 +68,18 @@ def test_distillation_changes_training_and_weight_zero_does_not():
         runs[name] = m.classifier[-1].weight.detach()
     assert torch.equal(runs["plain"], runs["w0"])
     assert not torch.equal(runs["plain"], runs["kd"])
+
+
+def test_the_teacher_learns_from_the_train_split_only():
+    """Splits hold no test set at all; and with the same train split, other validation images and
+    labels give the same teacher weights: validation only scores it."""
+    a = _splits()
+    g = torch.Generator().manual_seed(7)
+    other_val = Split(torch.randint(0, 256, a.val.x.shape, generator=g, dtype=torch.uint8),
+                      torch.randint(0, 3, a.val.y.shape, generator=g))
+    b = Splits(a.name, a.train, other_val, a.n_classes)
+    ta = distill.get_teacher(MLP, a, epochs=2, use_cache=False, verbose=False)
+    tb = distill.get_teacher(MLP, b, epochs=2, use_cache=False, verbose=False)
+    assert not hasattr(a, "test")
+    for (name, pa), pb in zip(ta.state_dict().items(), tb.state_dict().values()):
+        assert torch.equal(pa, pb), name
