@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 from mincap.data import DATASETS
 from mincap.results.ladder import estimate_bits
+from mincap.results.stored import search_time_s
 
 __all__ = [
     "CapacityInfo",
@@ -101,7 +102,7 @@ def capacity_rows(rungs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "params_per_mackay": params / mackay_weights(n, k) if params else None,
             "spec": c.get("spec"), "bits_per_layer": c.get("bits_per_layer"), "test_acc": c.get("test_acc"),
             "front": [(f["artifact_bits"], f["val_acc"]) for f in r.get("pareto_front") or []],
-            "n_trials": r.get("n_trials"), "wall_s": r.get("search_wall_s"),
+            "n_trials": r.get("n_trials"), "wall_s": search_time_s(r),
             "budget_timeout_s": cfg.get("budget_timeout_s"), "budget_trials": cfg.get("budget_trials"),
         })
     return sorted(rows, key=lambda w: w["n"])

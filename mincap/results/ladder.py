@@ -42,7 +42,9 @@ from mincap.results.stored import (
     load_summary,
     merge,
     read_summary,
+    search_time_s,
     summary_path,
+    supernet_time_s,
     write_summary,
 )
 from mincap.results.summary import chosen_trial, summarize
@@ -257,7 +259,7 @@ def _searched(rung: dict[str, Any]) -> str:
         return ""
     best = max(row["val_acc"] for row in front)
     n = ((rung.get("states") or {}).get("COMPLETE") or {}).get("trials")
-    wall = rung.get("search_wall_s")
+    wall = search_time_s(rung)
     trained = f", {n} networks trained" if n is not None else ""
     return f" (best {fmt_acc(best)} validation{trained}{f' in {fmt_duration(wall)}' if wall else ''})"
 
@@ -339,8 +341,9 @@ def pareto_info(rung: dict[str, Any]) -> ParetoInfo:
 
 
 def cpu_time_s(rung: dict[str, Any]) -> float:
-    """Sum of the trials' durations, all states (wall time per trial)."""
-    return float(sum(v.get("time_s", 0.0) for v in (rung.get("states") or {}).values()))
+    """Sum of the trials' durations, all states (wall time per trial), and a one-shot study's supernet
+    training."""
+    return float(sum(v.get("time_s", 0.0) for v in (rung.get("states") or {}).values())) + supernet_time_s(rung)
 
 
 def _entropy_cell(rung: dict[str, Any], name: str) -> str:
@@ -364,7 +367,7 @@ def report_rows(rungs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "artifact_bits": c.get("artifact_bits"), "n_params": c.get("n_params"),
             "val_acc": c.get("val_acc"), "test_acc": c.get("test_acc"), "n_trials": r.get("n_trials"),
             "complete": (states.get("COMPLETE") or {}).get("trials", 0), "cpu_s": cpu_time_s(r),
-            "wall_s": r.get("search_wall_s"),
+            "wall_s": search_time_s(r),
             "budget": (f"{cfg['budget_trials']} trials / "
                        + (fmt_duration(cfg["budget_timeout_s"]) if cfg.get("budget_timeout_s") else "no time limit")
                        if cfg.get("budget_trials") is not None else "-"),

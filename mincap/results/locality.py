@@ -21,6 +21,7 @@ import re
 from typing import Any, NamedTuple
 
 from mincap.evaluation.selection import smallest_reaching
+from mincap.results.stored import search_time_s
 
 __all__ = ["CELLS", "FAMILIES", "LocalityInfo", "cell_of", "locality_info"]
 
@@ -64,7 +65,7 @@ def _study_row(r: dict[str, Any], cell: tuple[str, str]) -> dict[str, Any]:
         "bits_per_layer": c.get("bits_per_layer"), "replicates": c.get("replicates"),
         "front": [(f["artifact_bits"], f["val_acc"]) for f in r.get("pareto_front") or []],
         "n_trials": r.get("n_trials"), "complete": ((r.get("states") or {}).get("COMPLETE") or {}).get("trials", 0),
-        "wall_s": r.get("search_wall_s"), "budget_timeout_s": cfg.get("budget_timeout_s"),
+        "wall_s": search_time_s(r), "budget_timeout_s": cfg.get("budget_timeout_s"),
         "budget_trials": cfg.get("budget_trials"),
     }
 

@@ -37,11 +37,25 @@ from typing import Any
 from mincap.config.study import load_study_file
 from mincap.errors import MincapError
 
-__all__ = ["config_of", "load_summary", "merge", "read_summary", "summary_path", "write_summary"]
+__all__ = ["config_of", "load_summary", "merge", "read_summary", "search_time_s", "summary_path", "supernet_time_s",
+           "write_summary"]
 
 _IDENTITY = ("study", "dataset", "target")
 # Keys the plot adds to a rung in memory; not part of a summary file.
 _TRANSIENT = ("source",)
+
+
+def supernet_time_s(s: dict[str, Any]) -> float:
+    """Seconds a one-shot study spent training its supernet(s): search time that no trial's span
+    holds (0 for a per-trial study)."""
+    return float((s.get("oneshot") or {}).get("supernet_train_s") or 0.0)
+
+
+def search_time_s(s: dict[str, Any]) -> float | None:
+    """A summary's search wall time with a one-shot study's supernet training counted in, as its
+    budget counts it; None where the summary does not say."""
+    wall = s.get("search_wall_s")
+    return None if wall is None else wall + supernet_time_s(s)
 
 
 def summary_path(study_file: str | Path) -> Path:

@@ -113,6 +113,7 @@ def test_a_cell_of_several_studies_is_merged_by_the_selection_rule():
              _part("mlp", "mnist", "d3", None, [(3, None)]),
              _part("cnn", "mnist", "gap", 20_000, [(2, 30_000), (3, 20_000)]),
              _part("cnn", "mnist", "flatten", 40_000, [(2, 25_000), (3, None)])]
+    parts[3]["oneshot"] = {"supernet_train_s": 600.0}  # a one-shot study: supernet training is search time
     info = locality_info(parts)
     mlp, cnn = info.cells[("mlp", "mnist")], info.cells[("cnn", "mnist")]
     assert mlp["study"] == "locality3-mlp-mnist-d2" and mlp["artifact_bits"] == 150_000  # smallest over the three
@@ -121,6 +122,7 @@ def test_a_cell_of_several_studies_is_merged_by_the_selection_rule():
     # the union of the fronts, filtered: d3's 90,000-bit point at 95% stays, nothing it dominates does
     assert mlp["front"] == [(90_000, 0.95), (150_000, 0.976)]  # d1's 200,000 bits at 97.6% is dominated
     assert cnn["artifact_bits"] == 20_000
+    assert cnn["wall_s"] == 3600.0 + 600.0 + 3600.0 and mlp["wall_s"] == 3 * 3600.0
     depth = {(d["family"], d["depth"]): d for d in info.depth}
     assert depth[("cnn", 2)]["n_complete"] == 20 and depth[("cnn", 2)]["artifact_bits"] == 25_000  # both heads' depth 2
     assert depth[("cnn", 3)]["artifact_bits"] == 20_000 and depth[("mlp", 3)]["artifact_bits"] is None
