@@ -45,7 +45,7 @@ from mincap.results.ladder import (
     pareto_info,
 )
 
-__all__ = ["draw_ladder", "draw_pareto", "pareto_path", "plot_ladder", "plot_pareto"]
+__all__ = ["draw_ladder", "draw_pareto", "pareto_path", "place_labels", "plot_ladder", "plot_pareto"]
 
 # Reference colours (grey y = x and anchors, orange MacKay, purple learner, dark green
 # prequential); the rungs take the others.
@@ -90,7 +90,7 @@ def _save(fig: Figure, output: str | Path) -> None:
 # --- label placement -----------------------------------------------------------------------
 
 
-def _place_labels(fig, ax, items, fontsize=8) -> None:
+def place_labels(fig, ax, items, fontsize=8) -> None:
     """Label points directly, nudging labels vertically so that none overlaps another.
 
     `items`: (x, y, text, color, side) with side +1 (right of the point) or -1 (left).
@@ -259,7 +259,7 @@ def draw_ladder(info: LadderInfo, estimator: str) -> Figure:
         fig.text(0.01, 0.01, note, fontsize=7.5, color="0.3", ha="left", va="bottom", wrap=True)
     # Lay out first: label placement measures boxes in the final geometry.
     fig.tight_layout(rect=(0, 0.03 if skipped else 0, 1, 1))
-    _place_labels(fig, ax, label_items)
+    place_labels(fig, ax, label_items)
     avoid = [(p["x"], p["y"]) for p in points] + [(p["x"], b) for p in points for b in p["codes"].values()]
     avoid += [(p["x"], p["two_part"]) for p in points if p.get("two_part")] + [(fx, f["y"]) for f, fx in zip(info.files, file_xs)]
     avoid += [(mnist_x, b) for _, b in ANCHORS] if mnist_x else []

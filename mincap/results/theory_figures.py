@@ -27,9 +27,10 @@ from matplotlib.figure import Figure
 
 from mincap.report import fmt_bits_unit, fmt_target
 from mincap.results.capacity import CapacityInfo, fano_bits_per_label
+from mincap.results.figures import place_labels
 from mincap.results.locality import CELLS, LocalityInfo
 
-__all__ = ["draw_capacity", "draw_locality", "plot_capacity", "plot_locality", "spread"]
+__all__ = ["draw_capacity", "draw_locality", "plot_capacity", "plot_locality"]
 
 CELL_COLORS = {("mlp", "mnist"): "tab:blue", ("mlp", "permuted"): "lightskyblue",
                ("cnn", "mnist"): "tab:red", ("cnn", "permuted"): "lightsalmon"}
@@ -156,16 +157,15 @@ def draw_locality(info: LocalityInfo) -> Figure:
 
     # Bars: smallest network per cell; points: smallest per depth. The limits are set from the data
     # first (a log axis's bar has no natural bottom; a factor 3 below the smallest keeps every bar
-    # visible), so that the depth labels can be spread apart in axis units.
+    # visible).
     ax2.set_yscale("log")
     heights = [b for w in info.cells.values() if (b := w.get("artifact_bits"))]
     heights += [d["artifact_bits"] for d in info.depth if d["artifact_bits"]]
     if heights:
         ax2.set_ylim(min(heights) / 3, max(heights) * 1.6)
-    lo10, hi10 = (math.log10(v) for v in ax2.get_ylim())
     ax2.grid(True, axis="y", which="major", color="0.9", lw=0.6)
     ax2.set_axisbelow(True)
-    ticks, labels = [], []
+    ticks, labels, depth_labels = [], [], []
     for i, cell in enumerate(CELLS):
         w = info.cells.get(cell) or {}
         x = i + (i // 2) * 0.6
@@ -179,37 +179,20 @@ def draw_locality(info: LocalityInfo) -> Figure:
         else:
             ax2.annotate("none reached\nthe target" if w else "not run", (x, 0.03), ha="center", fontsize=7,
                          color="0.4", xycoords=("data", "axes fraction"), va="bottom")
-        pts = sorted((d["artifact_bits"], d["depth"]) for d in info.depth
-                     if (d["family"], d["input"]) == cell and d["artifact_bits"])
-        # labels at least 4% of the axis apart, so that depths of nearly equal size stay legible
-        ys = spread([math.log10(b) for b, _ in pts], 0.04 * (hi10 - lo10))
-        for (b, depth), y in zip(pts, ys):
-            ax2.plot([x + 0.25], [b], "k.", ms=5)
-            ax2.annotate(f"depth {depth}", (x + 0.25, b), xytext=(x + 0.3, 10 ** y), textcoords="data",
-                         fontsize=6.5, va="center",
-                         arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.5"} if abs(10 ** y / b - 1) > 0.01
-                         else None)
+        for bits_d, depth in sorted((d["artifact_bits"], d["depth"]) for d in info.depth
+                                    if (d["family"], d["input"]) == cell and d["artifact_bits"]):
+            ax2.plot([x + 0.25], [bits_d], "k.", ms=5)
+            depth_labels.append((x + 0.25, bits_d, f"depth {depth}", "black", 1))
     ax2.set_xticks(ticks, labels, fontsize=8)
     ax2.set_xlim(ticks[0] - 0.7, ticks[-1] + 0.9)
     ax2.set_ylabel("bits of the smallest network reaching the target", fontsize=9)
     target = fmt_target(info.target) if info.target is not None else "targets differ"
     ax2.set_title(f"Smallest network per cell at {target} (points: smallest per depth)", fontsize=9)
     fig.tight_layout()
+    # After the layout, so that the labels are placed in the axes' final pixels: each clear of the
+    # others, the bar captions and the points (the ladder figure's placement).
+    place_labels(fig, ax2, depth_labels, fontsize=6.5)
     return fig
-
-
-def spread(ys: list[float], gap: float) -> list[float]:
-    """Positions for labels at `ys` (ascending), each at least `gap` above the one below, moved as
-    little as possible: a run of crowded labels is centred on its points."""
-    groups: list[list[float]] = []  # each: [first position, sum of its points, count]
-    for y in ys:
-        groups.append([y, y, 1])
-        while len(groups) > 1 and groups[-2][0] + groups[-2][2] * gap > groups[-1][0]:
-            top = groups.pop()
-            g = groups[-1]
-            g[1], g[2] = g[1] + top[1], g[2] + top[2]
-            g[0] = g[1] / g[2] - (g[2] - 1) * gap / 2  # the run centred on its points' mean
-    return [g[0] + i * gap for g in groups for i in range(int(g[2]))]
 
 
 def plot_capacity(info: CapacityInfo, output: str | Path) -> Path:

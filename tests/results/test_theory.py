@@ -16,7 +16,6 @@ from mincap.results.capacity import capacity_info, capacity_rows, fano_bound_bit
 from mincap.results.locality import cell_of, locality_info
 from mincap.results.summary import smallest_by_depth
 from mincap.results.theory import theory_section
-from mincap.results.theory_figures import spread
 from mincap.search.storage import open_study
 
 STUDIES = Path(__file__).resolve().parents[2] / "studies"
@@ -195,25 +194,25 @@ def test_theory_section_and_figures(tmp_path, summaries):
         assert (tmp_path / fig).stat().st_size > 10_000
 
 
-def test_spread_keeps_labels_apart_and_moves_them_little():
-    assert spread([1.0, 2.0, 3.0], 0.05) == [1.0, 2.0, 3.0]  # apart already: unmoved
-    ys = spread([1.0, 1.01, 1.02, 2.0], 0.05)
-    assert ys[:3] == pytest.approx([0.96, 1.01, 1.06]) and ys[3] == 2.0  # a crowded run centred on its points
-    ys = spread([1.0, 1.04, 1.05, 1.3], 0.05)  # a merged run that then crowds the next is merged again
-    assert all(b - a >= 0.05 - 1e-12 for a, b in zip(ys, ys[1:]))
-
-
 def test_locality_figure_depth_labels_do_not_overlap():
-    """Three depths of nearly one size in one cell: their labels' boxes stay apart."""
+    """Three depths of nearly one size in one cell, one of them the size of the bar: their labels'
+    boxes stay apart from one another and from the bar's caption."""
+    from matplotlib.text import Text
+
     from mincap.results.theory_figures import draw_locality
 
     cells = {("cnn", "mnist"): {"artifact_bits": 11_000, "dataset": "mnist", "front": [(11_000, 0.98)]}}
     depth = [{"family": "cnn", "input": "mnist", "depth": k, "artifact_bits": b}
              for k, b in ((2, 11_200), (3, 11_000), (4, 11_400))]
     fig = draw_locality(SimpleNamespace(cells=cells, depth=depth, targets=[0.975], target=0.975))
+    fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
-    boxes = [t.get_window_extent(renderer) for t in fig.axes[1].texts if t.get_text().startswith("depth")]
-    assert len(boxes) == 3
+    # the text's own box (an Annotation's extent also spans its leader line, which may cross others)
+    texts = fig.axes[1].texts
+    depths = [Text.get_window_extent(t, renderer) for t in texts if t.get_text().startswith("depth")]
+    caption = [Text.get_window_extent(t, renderer) for t in texts if t.get_text().endswith("bit")]
+    assert len(depths) == 3 and len(caption) == 1
+    boxes = depths + caption
     assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
 
 
