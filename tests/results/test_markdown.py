@@ -57,7 +57,7 @@ def test_committed_results_regenerate_from_the_committed_summaries(tmp_path):
     """studies/RESULTS.md's tables are what `mincap plot --from-json` makes of the committed summaries."""
     committed = (STUDIES / "RESULTS.md").read_text()
     md = tmp_path / "RESULTS.md"
-    rc = main(["plot", "--from-json", str(STUDIES), "--from-json", str(STUDIES / "ladder2"), "--no-compute",
+    rc = main(["plot", "--from-json", str(STUDIES), "--from-json", str(STUDIES / "ladder3"), "--no-compute",
                "--estimator", "prequential-switch", "--artifacts", str(STUDIES / "artifacts"),
                "-o", str(tmp_path / "ladder.png"), "--report", str(md)])
     assert rc == 0

@@ -68,10 +68,10 @@ def test_readme_plot_commands_on_a_fresh_clone_lose_nothing(tmp_path, monkeypatc
     monkeypatch.setattr(summary, "final_test_accuracy", no_test_set)
     committed = {p: json.loads(p.read_text()) for p in sorted(Path("studies").rglob("*.summary.json"))}
     # The eight rungs the README's commands read (the default study's studies/mnist-99.summary.json,
-    # ladder2/); other summaries (history/, ladder/, capacity/, locality/) must come through untouched too.
-    assert len([p for p in committed if p.parent.name in ("studies", "ladder2")]) == 8
+    # ladder3/); other summaries (history/, ladder/, capacity/, locality/) must come through untouched too.
+    assert len([p for p in committed if p.parent.name in ("studies", "ladder3")]) == 8
     files = load_artifacts(["studies/artifacts"])
-    expected = ladder.ladder_info(ladder.load_rungs([], ["studies", "studies/ladder2"]), "prequential-switch",
+    expected = ladder.ladder_info(ladder.load_rungs([], ["studies", "studies/ladder3"]), "prequential-switch",
                                   compute=False, artifacts=files)
     # What the committed figure shows: the 99% files (sep16-99, sep20-99, mnist-99-side6), not the
     # 98.94% one.
