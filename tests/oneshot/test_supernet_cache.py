@@ -119,9 +119,10 @@ def test_a_setting_added_later_keeps_the_key_at_its_default():
     assert key(recipe=replace(RECIPE, lr=RECIPE.lr * 2)) != key()  # ... and any change of it changes it
 
 
-def test_the_committed_one_shot_study_finds_its_committed_supernet(mnist_root):
-    """The key of studies/mnist-99-oneshot.toml's supernet on real MNIST is the committed file's name
-    (a key change would retrain 16 minutes of supernet and orphan the committed one)."""
+@pytest.mark.parametrize("study", ["mnist-99-oneshot", "mnist-99-oneshot-e80"])
+def test_the_committed_one_shot_study_finds_its_committed_supernet(mnist_root, study):
+    """The key of each committed one-shot study's supernet on real MNIST is the committed file's name
+    (a key change would retrain 16-90 minutes of supernet and orphan the committed one)."""
     from pathlib import Path
 
     from mincap.config.study import load_study_file
@@ -129,8 +130,8 @@ def test_the_committed_one_shot_study_finds_its_committed_supernet(mnist_root):
     from mincap.search.oneshot_run import _args, load_splits
 
     studies = Path(__file__).resolve().parents[2] / "studies"
-    cfg = load_study_file(studies / "mnist-99-oneshot.toml")
+    cfg = load_study_file(studies / f"{study}.toml")
     splits = load_splits(cfg, data_dir=str(mnist_root))
     space, recipe, split = _args(cfg, splits)
-    committed = [p.name for p in (studies / "mnist-99-oneshot.supernet").glob("*.pt")]
+    committed = [p.name for p in (studies / f"{study}.supernet").glob("*.pt")]
     assert committed == [supernet_name(splits, space, recipe, **split)]
