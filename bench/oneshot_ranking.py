@@ -100,6 +100,8 @@ def add_supernet_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--epochs", type=int, help="override the recipe's epochs (e.g. 20)")
     g.add_argument("--space", default="{}", help="JSON: SupernetSpace fields to override")
     g.add_argument("--recipe", default="{}", help="JSON: SupernetRecipe fields to override")
+    g.add_argument("--settings", default="{}", help="JSON: OneshotSettings fields to override (e.g. "
+                   "'{\"finetune_lr\": 0.01, \"finetune_distill_weight\": 0}')")
     g.add_argument("--data", help="data root(s), os.pathsep-joined; the first holds mincap-cache/ "
                    "(default: $MINCAP_DATA)")
     g.add_argument("--n-val", type=int, help="validation images (default: the study's, 5000)")
@@ -122,6 +124,7 @@ def study_parts(args) -> tuple[SupernetSpace, SupernetRecipe, OneshotSettings, d
                  "limit": cfg.data.limit or None}
     else:
         space, recipe, settings = SupernetSpace(), SupernetRecipe(), OneshotSettings()
+    settings = replace(settings, **json.loads(args.settings))
     space = SupernetSpace(**{**space.to_dict(), **json.loads(args.space)})
     rec = {**recipe.to_dict(), **json.loads(args.recipe)}
     if args.epochs:

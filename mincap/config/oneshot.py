@@ -68,6 +68,9 @@ class Oneshot:
     sort_channels: bool = _R.sort_channels  # sort channels by importance after each float epoch
     # the first epochs train the largest network alone (Once-for-All's first stage); 0: none
     largest_epochs: int = checked(_R.largest_epochs, ge=0, note="less than epochs")
+    # progressive shrinking: over this share of the sandwich epochs the children are drawn from the
+    # top of each range, the admitted share growing each epoch; 0: the whole space at once
+    shrink_fraction: float = checked(_R.shrink_fraction, ge=0.0, le=1.0)
     seed: int = _R.seed  # the supernet's seed: initial weights, batches, sub-networks drawn
     widths0: tuple[int, int] = checked(_S.widths0, ge=1)  # the first conv's channels
     widths: tuple[int, int] = checked(_S.widths, ge=1)  # the other blocks' channels
@@ -99,6 +102,8 @@ class Oneshot:
     # ... and on the front of inherited scores (no earlier trial's inherited file as small and as
     # accurate); false: every such trial
     promote_front: bool = _O.promote_front
+    # ... and only once the study holds this many completed trials (0: from the first)
+    promote_after: int = checked(_O.promote_after, ge=0)
     finetune_epochs: int = checked(_O.finetune_epochs, ge=0)  # of a promoted trial (0: none)
     finetune_lr: float = checked(_O.finetune_lr, gt=0.0)  # fine-tuning learning rate
     finetune_batch_size: int = checked(_O.finetune_batch_size, ge=1)  # fine-tuning batch size

@@ -34,6 +34,11 @@ class OneshotSettings:
     # ... and only a trial on the front of inherited scores: no earlier trial's inherited file is
     # as small and as accurate (a repeated draw is not fine-tuned twice).
     promote_front: bool = True
+    # ... and only once the study holds this many completed trials: the front of inherited scores
+    # says little after a handful of draws, and where most trials lie within the margin (a narrow
+    # space, inherited weights within a point of scratch) the first trials would each be
+    # fine-tuned, minutes apiece, before the cheap scores had mapped the space. 0: from the first.
+    promote_after: int = 0
     # Two epochs closed about half the gap (3.08 -> 1.73 points, the same bench); a promoted trial
     # is one of few, so it gets enough epochs to close the rest.
     finetune_epochs: int = 10

@@ -27,7 +27,8 @@ training on sub-networks that cannot win.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, replace
 
 from mincap.errors import MincapError
 from mincap.nets.models import HEADS, Conv, Spec
@@ -143,6 +144,24 @@ class SupernetSpace:
         d = self.depth[0]
         return SubnetConfig(tuple(self.width_choices(i)[0] for i in range(d)),
                             None if bits is None else (bits,) * self.n_layers(d))
+
+    def top(self, reach: float) -> SupernetSpace:
+        """The sub-space of each elastic range's top `reach` fraction of its choices (at least
+        its largest one): depth, both width ranges and the bits. Progressive shrinking draws its
+        children here while `reach` grows from the largest network alone (0) to the whole space
+        (1)."""
+        if not 0.0 <= reach <= 1.0:
+            raise MincapError(f"oneshot space: reach must be in [0, 1], got {reach}")
+
+        def cut(rng: tuple[int, int], step: int = 1) -> tuple[int, int]:
+            lo, hi = rng
+            n = (hi - lo) // step + 1
+            keep = max(1, math.ceil(reach * n - 1e-9))  # 1e-9: reach * n lands on an integer
+            return (hi - (keep - 1) * step, hi)
+
+        return replace(self, widths0=cut(self.widths0, self.width_step),
+                       widths=cut(self.widths, self.width_step), depth=cut(self.depth),
+                       bits=cut(self.bits))
 
     def contains(self, cfg: SubnetConfig) -> bool:
         try:

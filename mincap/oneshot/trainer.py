@@ -79,6 +79,12 @@ class SupernetRecipe:
     # network, its channels sorted, before the sub-networks share it); 0: none. Measured (11k
     # train images, 8 float epochs): 2 such epochs, sep-1.8k one-shot 95.8% against 96.2%.
     largest_epochs: int = 0
+    # Progressive shrinking (Once-for-All's schedule, by epoch): over the first `shrink_fraction`
+    # of the sandwich epochs the children (the smallest and the random ones) are drawn from the top
+    # of each elastic range only (`SupernetSpace.top`), the admitted share growing epoch by epoch
+    # until the whole space is admitted, so the large sub-networks settle before the small ones
+    # pull on their weights. 0: the whole space from the first sandwich epoch.
+    shrink_fraction: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -86,8 +92,9 @@ class SupernetRecipe:
             raise MincapError("oneshot recipe: epochs and batch_size must be >= 1, n_random >= 0")
         if not 0 <= self.largest_epochs < self.epochs:
             raise MincapError("oneshot recipe: largest_epochs must be in [0, epochs)")
-        if not 0.0 <= self.qat_fraction <= 1.0 or not 0.0 <= self.distill_weight <= 1.0:
-            raise MincapError("oneshot recipe: qat_fraction and distill_weight must be in [0, 1]")
+        if not all(0.0 <= v <= 1.0 for v in (self.qat_fraction, self.distill_weight, self.shrink_fraction)):
+            raise MincapError("oneshot recipe: qat_fraction, distill_weight and shrink_fraction must be "
+                              "in [0, 1]")
         if self.distill_temperature <= 0 or self.lr <= 0:
             raise MincapError("oneshot recipe: distill_temperature and lr must be > 0")
 
@@ -95,6 +102,13 @@ class SupernetRecipe:
     def qat_start(self) -> int:
         """The first quantization-aware epoch (0-based)."""
         return self.epochs - round(self.qat_fraction * self.epochs)
+
+    def reach(self, epoch: int) -> float:
+        """The share of the space admitted for the children in `epoch` (0-based): 1 without
+        progressive shrinking and once it is over, else (k + 1) / (n + 1) in its k-th of n epochs."""
+        n = round(self.shrink_fraction * (self.epochs - self.largest_epochs))
+        k = epoch - self.largest_epochs
+        return 1.0 if k >= n else (max(k, 0) + 1) / (n + 1)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -183,10 +197,12 @@ def random_subnet(space: SupernetSpace, gen: torch.Generator, *, quantized: bool
 
 
 def _step(net: Supernet, xb, yb, opt, recipe: SupernetRecipe, gen: torch.Generator,
-          quantized: bool, sandwich: bool = True) -> torch.Tensor:
-    """One sandwich step (the largest alone unless `sandwich`); returns the (largest, mean child)
-    losses as a detached 2-vector (the children's 0 without the sandwich)."""
+          quantized: bool, sandwich: bool = True, reach: float = 1.0) -> torch.Tensor:
+    """One sandwich step (the largest alone unless `sandwich`), the children drawn from the top
+    `reach` of the space; returns the (largest, mean child) losses as a detached 2-vector (the
+    children's 0 without the sandwich)."""
     sp, w, temp = net.space, recipe.distill_weight, recipe.distill_temperature
+    kids = sp if reach >= 1.0 else sp.top(reach)
     opt.zero_grad(set_to_none=True)
     logits = net(xb, sp.largest(sp.bits[1] if quantized else None))
     loss = F.cross_entropy(logits, yb)
@@ -194,8 +210,8 @@ def _step(net: Supernet, xb, yb, opt, recipe: SupernetRecipe, gen: torch.Generat
     soft = F.log_softmax(logits.detach() / temp, dim=1)
     children = []
     if sandwich:
-        children = [sp.smallest(sp.bits[0] if quantized else None)]
-        children += [random_subnet(sp, gen, quantized=quantized) for _ in range(recipe.n_random)]
+        children = [kids.smallest(kids.bits[0] if quantized else None)]
+        children += [random_subnet(kids, gen, quantized=quantized) for _ in range(recipe.n_random)]
     child_sum = torch.zeros((), device=xb.device)
     for cfg in children:
         out = net(xb, cfg)
@@ -324,6 +340,7 @@ def train_supernet(space: SupernetSpace, splits: Splits, recipe: SupernetRecipe 
             quantized = epoch >= recipe.qat_start
             sandwich = epoch >= recipe.largest_epochs
             phase = "qat" if quantized else "float" if sandwich else "largest"
+            reach = recipe.reach(epoch)
             net.train()
             te = time.perf_counter()
             perm = torch.randperm(n, generator=gen).to(device)
@@ -336,7 +353,7 @@ def train_supernet(space: SupernetSpace, splits: Splits, recipe: SupernetRecipe 
                 xb = x[idx]
                 if recipe.augment_shift:
                     xb = _shift(xb, recipe.augment_shift, gen)
-                sums += _step(net, xb, y[idx], opt, recipe, cfg_gen, quantized, sandwich)
+                sums += _step(net, xb, y[idx], opt, recipe, cfg_gen, quantized, sandwich, reach)
                 sched.step()
                 show.step(epoch + 1, phase)
             if run.stopped:  # the epoch in progress is not saved: the file keeps the last whole one
@@ -352,6 +369,8 @@ def train_supernet(space: SupernetSpace, splits: Splits, recipe: SupernetRecipe 
                 sort_channels(net, opt)
             rec = {"epoch": epoch + 1, "phase": phase, "loss_largest": largest,
                    "loss_children": children, "time_s": round(time.perf_counter() - te, 3)}
+            if reach < 1.0:
+                rec["reach"] = round(reach, 4)
             run.history.append(rec)
             run.train_time_s += rec["time_s"]
             if use_cache:

@@ -9,9 +9,9 @@ each layer's bits (`bits{i}`) and the magnitude sparsity (`sparsity`) within the
 space, inherits the weights, re-estimates batch norm on train images and scores the decoded
 file (`mincap.oneshot.score`). Nothing reads the test set.
 
-The second fidelity: a trial within `promote_margin` of the target (or above it) whose file is
-smaller than the smallest feasible file of the study so far, and (`promote_front`) on the front
-of inherited scores -- no earlier trial's inherited file is as small and as accurate -- is
+The second fidelity: once the study holds `promote_after` completed trials, a trial within
+`promote_margin` of the target (or above it) whose file is smaller than the smallest feasible
+file of the study so far, and (`promote_front`) on the front of inherited scores -- no earlier trial's inherited file is as small and as accurate -- is
 fine-tuned for `finetune_epochs` from its inherited weights with its learned steps, distilled
 from the supernet's largest sub-network (float, batch norm re-estimated), by the project's
 engine; then re-calibrated, exported, decoded and scored again. Both scores are recorded
@@ -143,7 +143,7 @@ class OneshotObjective:
             return False
         # One read of the study's completed trials for both tests below.
         done = trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        if scored.artifact_bits >= self.best_feasible_bits(done):
+        if len(done) < st.promote_after or scored.artifact_bits >= self.best_feasible_bits(done):
             return False
         return not (st.promote_front and self.dominated(done, trial, scored))
 

@@ -140,6 +140,17 @@ def test_a_repeated_draw_is_fine_tuned_once_when_only_the_front_is_promoted(trai
     assert _promoted(study) == ([True, False] if front else [True, True])
 
 
+def test_no_trial_is_promoted_before_the_study_holds_promote_after_trials(trained, tmp_path):
+    run, splits = trained
+    study = _study()
+    for widths in ((2, 2), (2, 4), (4, 6)):  # three distinct draws, each on the front when it comes
+        study.enqueue_trial(_params(widths, (3, 3, 3, 3)))
+    settings = OneshotSettings(target=1.0, promote_margin=1.0, finetune_epochs=1, promote_front=False,
+                               promote_after=2)
+    study.optimize(OneshotObjective(run, splits, FileSystemArtifactStore(str(tmp_path)), settings), n_trials=3)
+    assert _promoted(study) == [False, False, True]
+
+
 def test_a_trial_below_the_margin_is_not_promoted(trained, tmp_path):
     run, splits = trained
     study = _study()

@@ -119,7 +119,8 @@ def test_a_setting_added_later_keeps_the_key_at_its_default():
     assert key(recipe=replace(RECIPE, lr=RECIPE.lr * 2)) != key()  # ... and any change of it changes it
 
 
-@pytest.mark.parametrize("study", ["mnist-99-oneshot", "mnist-99-oneshot-e80"])
+@pytest.mark.parametrize("study", ["mnist-99-oneshot", "mnist-99-oneshot-e80", "mnist-99-oneshot-near",
+                                   "mnist-99-oneshot-near-ps"])
 def test_the_committed_one_shot_study_finds_its_committed_supernet(mnist_root, study):
     """The key of each committed one-shot study's supernet on real MNIST is the committed file's name
     (a key change would retrain 16-90 minutes of supernet and orphan the committed one)."""
