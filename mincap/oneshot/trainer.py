@@ -197,12 +197,12 @@ def random_subnet(space: SupernetSpace, gen: torch.Generator, *, quantized: bool
 
 
 def _step(net: Supernet, xb, yb, opt, recipe: SupernetRecipe, gen: torch.Generator,
-          quantized: bool, sandwich: bool = True, reach: float = 1.0) -> torch.Tensor:
-    """One sandwich step (the largest alone unless `sandwich`), the children drawn from the top
-    `reach` of the space; returns the (largest, mean child) losses as a detached 2-vector (the
-    children's 0 without the sandwich)."""
+          quantized: bool, sandwich: bool = True, kids: SupernetSpace | None = None) -> torch.Tensor:
+    """One sandwich step (the largest alone unless `sandwich`), the children drawn from `kids`
+    (the space admitted this epoch; None: the whole space); returns the (largest, mean child)
+    losses as a detached 2-vector (the children's 0 without the sandwich)."""
     sp, w, temp = net.space, recipe.distill_weight, recipe.distill_temperature
-    kids = sp if reach >= 1.0 else sp.top(reach)
+    kids = kids or sp
     opt.zero_grad(set_to_none=True)
     logits = net(xb, sp.largest(sp.bits[1] if quantized else None))
     loss = F.cross_entropy(logits, yb)
@@ -341,6 +341,7 @@ def train_supernet(space: SupernetSpace, splits: Splits, recipe: SupernetRecipe 
             sandwich = epoch >= recipe.largest_epochs
             phase = "qat" if quantized else "float" if sandwich else "largest"
             reach = recipe.reach(epoch)
+            kids = space if reach >= 1.0 else space.top(reach)  # once per epoch, not per step
             net.train()
             te = time.perf_counter()
             perm = torch.randperm(n, generator=gen).to(device)
@@ -353,7 +354,7 @@ def train_supernet(space: SupernetSpace, splits: Splits, recipe: SupernetRecipe 
                 xb = x[idx]
                 if recipe.augment_shift:
                     xb = _shift(xb, recipe.augment_shift, gen)
-                sums += _step(net, xb, y[idx], opt, recipe, cfg_gen, quantized, sandwich, reach)
+                sums += _step(net, xb, y[idx], opt, recipe, cfg_gen, quantized, sandwich, kids)
                 sched.step()
                 show.step(epoch + 1, phase)
             if run.stopped:  # the epoch in progress is not saved: the file keeps the last whole one
